@@ -1,0 +1,53 @@
+#pragma once
+// ggml tensor type ids (ggml.h) and their block geometry. The table covers every id a GGUF file
+// may carry so that files holding types fusebench cannot convert still parse and validate.
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace fb {
+
+enum class GgmlType : uint32_t {
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
+  Q8_0 = 8,
+  Q8_1 = 9,
+  Q2_K = 10,
+  Q3_K = 11,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  Q8_K = 15,
+  BF16 = 30,
+};
+
+struct GgmlTypeInfo {
+  uint32_t id;
+  std::string_view name;   // ggml's spelling, e.g. "q4_K"
+  int64_t block_elems;     // elements per block (1 for plain types)
+  size_t block_bytes;      // bytes per block
+  bool convertible;        // fusebench can dequantize (and quantize) it
+};
+
+// nullptr for ids that are unknown or were removed from ggml (e.g. 4, 5, 31..33).
+const GgmlTypeInfo* ggml_type_info(uint32_t id);
+inline const GgmlTypeInfo& ggml_type_info(GgmlType t) { return *ggml_type_info(static_cast<uint32_t>(t)); }
+
+// Case-insensitive lookup by ggml name ("q4_K", "Q4_K", "f32", ...).
+std::optional<GgmlType> parse_ggml_type(std::string_view name);
+std::string_view ggml_type_name(GgmlType t);
+
+// Bytes of one row of n elements; n must be a multiple of the block size (checked by callers).
+size_t ggml_row_bytes(GgmlType t, int64_t n);
+
+// The types fusebench converts (dequant + reference quantize), in a stable order.
+inline constexpr GgmlType kConvertibleTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16,
+                                                 GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K,
+                                                 GgmlType::Q6_K};
+
+}  // namespace fb
