@@ -13,6 +13,7 @@ enum class GgmlType : uint32_t {
   F16 = 1,
   Q4_0 = 2,
   Q4_1 = 3,
+  // 4 and 5 (Q4_2, Q4_3) were removed from ggml.
   Q5_0 = 6,
   Q5_1 = 7,
   Q8_0 = 8,
@@ -23,15 +24,39 @@ enum class GgmlType : uint32_t {
   Q5_K = 13,
   Q6_K = 14,
   Q8_K = 15,
+  IQ2_XXS = 16,
+  IQ2_XS = 17,
+  IQ3_XXS = 18,
+  IQ1_S = 19,
+  IQ4_NL = 20,
+  IQ3_S = 21,
+  IQ2_S = 22,
+  IQ4_XS = 23,
+  I8 = 24,
+  I16 = 25,
+  I32 = 26,
+  I64 = 27,
+  F64 = 28,
+  IQ1_M = 29,
   BF16 = 30,
+  // 31..33 (Q4_0_4_4, Q4_0_4_8, Q4_0_8_8) were removed from ggml.
+  TQ1_0 = 34,
+  TQ2_0 = 35,
+  // 36..38 (IQ4_NL_4_4, IQ4_NL_4_8, IQ4_NL_8_8) were removed from ggml.
+  MXFP4 = 39,
+  NVFP4 = 40,
+  Q1_0 = 41,
 };
+
+// One past the largest id the vendored ggml knows (its GGML_TYPE_COUNT).
+inline constexpr uint32_t kGgmlTypeCount = 42;
 
 struct GgmlTypeInfo {
   uint32_t id;
-  std::string_view name;   // ggml's spelling, e.g. "q4_K"
-  int64_t block_elems;     // elements per block (1 for plain types)
-  size_t block_bytes;      // bytes per block
-  bool convertible;        // fusebench can dequantize (and quantize) it
+  std::string_view name;  // ggml's spelling, e.g. "q4_K"
+  int64_t block_elems;    // elements per block (1 for plain types)
+  size_t block_bytes;     // bytes per block
+  bool convertible;       // fusebench can dequantize (and quantize) it
 };
 
 // nullptr for ids that are unknown or were removed from ggml (e.g. 4, 5, 31..33).

@@ -30,12 +30,14 @@ FB_HOST_DEVICE inline float bits_float(uint32_t u) {
 #endif
 }
 
-// binary16 -> binary32 is exact for every input, NaN payloads included.
+// binary16 -> binary32 is exact for every non-NaN input. A NaN keeps its sign and payload and comes
+// back quiet: ggml's conversion passes NaNs through a float multiply, which sets the quiet bit of a
+// signaling one (as F16C's vcvtph2ps does too).
 FB_HOST_DEVICE inline float fp16_to_fp32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exp = (h >> 10) & 0x1Fu;
   uint32_t mant = h & 0x3FFu;
-  if (exp == 0x1Fu) return bits_float(sign | 0x7F800000u | (mant << 13));
+  if (exp == 0x1Fu) return bits_float(sign | 0x7F800000u | (mant << 13) | (mant != 0 ? 0x400000u : 0u));
   if (exp != 0) return bits_float(sign | ((exp + 112u) << 23) | (mant << 13));
   if (mant == 0) return bits_float(sign);
   // Subnormal: renormalise so the leading one becomes the implicit bit.
@@ -51,9 +53,9 @@ FB_HOST_DEVICE inline uint16_t fp32_to_fp16(float f) {
   const uint32_t x = float_bits(f);
   const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
   const uint32_t abs = x & 0x7FFFFFFFu;
-  if (abs > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u);  // NaN
+  if (abs > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u);   // NaN
   if (abs >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);  // rounds to >= 65536: inf
-  if (abs >= 0x38800000u) {  // normal fp16 result (|f| >= 2^-14)
+  if (abs >= 0x38800000u) {                                              // normal fp16 result (|f| >= 2^-14)
     const uint32_t rounded = abs + 0xFFFu + ((abs >> 13) & 1u);
     return static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13));
   }

@@ -7,20 +7,20 @@
 namespace fb {
 
 enum class GgufErrc {
-  io,                  // cannot open / stat / map the file
-  truncated,           // the file ends before a field
+  io,         // cannot open / stat / map the file
+  truncated,  // the file ends before a field
   bad_magic,
   bad_version,
-  bad_count,           // a count (tensors, kv, array, string length) larger than the bytes left
-  bad_key,             // empty or duplicate key, or key not valid UTF-8
-  bad_value_type,      // unknown gguf value type id, or a nested array
-  bad_string,          // string not valid UTF-8 or over the length limit
-  bad_alignment,       // general.alignment not a u32 power of two
-  bad_tensor_name,     // empty, too long (>= 64 bytes), duplicate, or not UTF-8
-  bad_tensor_dims,     // n_dims > 4, negative or overflowing extents
-  bad_tensor_type,     // unknown ggml type id, or ne[0] not a multiple of its block size
-  bad_tensor_offset,   // misaligned, overlapping, out of order or past the end of the file
-  bad_metadata,        // a value present with the wrong type where a type is required
+  bad_count,          // a count (tensors, kv, array, string length) larger than the bytes left
+  bad_key,            // empty or duplicate key, or key not valid UTF-8
+  bad_value_type,     // unknown gguf value type id, or a nested array
+  bad_string,         // string not valid UTF-8 or over the length limit
+  bad_alignment,      // general.alignment not a u32 power of two
+  bad_tensor_name,    // empty, too long (>= 64 bytes), duplicate, or not UTF-8
+  bad_tensor_dims,    // n_dims > 4, negative or overflowing extents
+  bad_tensor_type,    // unknown ggml type id, or ne[0] not a multiple of its block size
+  bad_tensor_offset,  // misaligned, overlapping, out of order or past the end of the file
+  bad_metadata,       // a value present with the wrong type where a type is required
 };
 
 const char* to_string(GgufErrc e);

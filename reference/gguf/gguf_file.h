@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -67,6 +68,7 @@ class GgufFile {
 
  private:
   GgufFile() = default;
+  const GgufKv* find_kv(std::string_view key, uint64_t* offset) const;
   std::shared_ptr<MappedFile> m_map;
   std::span<const uint8_t> m_bytes;
   std::string m_name;
@@ -74,6 +76,7 @@ class GgufFile {
   uint32_t m_alignment = kGgufDefaultAlignment;
   uint64_t m_data_offset = 0;
   std::vector<GgufKv> m_kv;
+  std::vector<uint64_t> m_kv_offsets;  // file offset of each KV record, for bad_metadata errors
   std::vector<GgufTensorInfo> m_tensors;
   friend class GgufParser;
 };

@@ -53,6 +53,10 @@ class GgufWriter {
  private:
   void write_raw(const void* p, size_t n);
   void pad_to_alignment();
+  void advance_past_complete();  // moves m_current past tensors whose bytes are all written
+  void recompute_offsets();
+  void require_not_started(const char* what) const;
+  void discard_temp() noexcept;
   std::filesystem::path m_path;
   std::filesystem::path m_tmp_path;
   std::FILE* m_file = nullptr;
@@ -61,9 +65,11 @@ class GgufWriter {
   std::vector<GgufTensorInfo> m_tensors;
   bool m_data_started = false;
   bool m_finished = false;
-  size_t m_current = 0;          // tensor being streamed
+  size_t m_current = 0;  // tensor being streamed
   uint64_t m_current_written = 0;
   uint64_t m_position = 0;       // bytes written so far
+  uint64_t m_total_bytes = 0;    // sum of the tensors' nbytes
+  uint64_t m_total_written = 0;  // tensor bytes appended so far
 };
 
 // Writes an exact copy of `file` (metadata, infos, data) to `path` through GgufWriter.

@@ -10,9 +10,17 @@
 
 namespace fb {
 
+// The file's contents are malformed or hold something other than little-endian float32.
 class NpyError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+// The file could not be opened, read, written or renamed (a subclass so callers that only care
+// about "it failed" can catch NpyError, while the CLI maps the two to different exit codes).
+class NpyIoError : public NpyError {
+ public:
+  using NpyError::NpyError;
 };
 
 struct NpyArray {
@@ -20,10 +28,15 @@ struct NpyArray {
   std::vector<float> data;
 };
 
-// Accepts '<f4' (and '|f4'-free equivalents), fortran_order False, any number of dims.
+// Accepts descr '<f4' only; fortran_order must be False unless the array has at most one dimension
+// (where both orders are the same bytes). Any number of dims, including 0 (a scalar).
 NpyArray read_npy(const std::filesystem::path& path);
 NpyArray parse_npy(std::span<const uint8_t> bytes, const std::string& name = "<memory>");
-// Writes version 1.0 '<f4'; atomic (temp file + rename).
-void write_npy(const std::filesystem::path& path, std::span<const float> data, std::span<const int64_t> shape);
+// Writes version 1.0 '<f4' with the header padded to 64 bytes; atomic (temp file + rename).
+// Throws std::invalid_argument when data.size() is not the product of shape.
+void write_npy(const std::filesystem::path& path, std::span<const float> data,
+               std::span<const int64_t> shape);
+// A shape as Python prints the tuple: "()", "(5,)", "(4, 512)"; what .npy headers and numpy users read.
+std::string format_npy_shape(std::span<const int64_t> shape);
 
 }  // namespace fb

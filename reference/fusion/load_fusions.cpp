@@ -1,0 +1,232 @@
+#include "reference/fusion/load_fusions.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+
+namespace fb {
+
+const char* fusion_label(FusionKind k) {
+  switch (k) {
+    case FusionKind::gate_up:
+      return "gate+up";
+    case FusionKind::qkv:
+      return "q+k+v";
+    case FusionKind::gdn_in_proj:
+      return "GDN in_proj qkv+z+b+a";
+    case FusionKind::shared_gate_up:
+      return "shared-expert gate+up";
+  }
+  return "?";
+}
+
+const char* fusion_scope(FusionKind k) {
+  switch (k) {
+    case FusionKind::gate_up:
+      return "MLP layers";
+    case FusionKind::qkv:
+      return "attention layers";
+    case FusionKind::gdn_in_proj:
+      return "GatedDeltaNet layers";
+    case FusionKind::shared_gate_up:
+      return "shared-expert layers";
+  }
+  return "?";
+}
+
+std::string FusionDecision::describe() const {
+  if (fused) {
+    return fmt::format("blk.{}: fused {} -> {} ({}, {} x {}){}", group.layer, fusion_label(group.kind),
+                       group.fused_name, ggml_type_name(type), rows, cols,
+                       group.note.empty() ? "" : " (" + group.note + ")");
+  }
+  return fmt::format("blk.{}: {} not fused: {}", group.layer, fusion_label(group.kind), reason);
+}
+
+namespace {
+
+// "blk.12.ffn_gate.weight" -> (12, "ffn_gate.weight"); nullopt for global tensors.
+std::optional<std::pair<int64_t, std::string>> split_layer_name(const std::string& name) {
+  if (name.rfind("blk.", 0) != 0) return std::nullopt;
+  const size_t dot = name.find('.', 4);
+  if (dot == std::string::npos) return std::nullopt;
+  int64_t layer = 0;
+  const auto [p, ec] = std::from_chars(name.data() + 4, name.data() + dot, layer);
+  if (ec != std::errc() || p != name.data() + dot) return std::nullopt;
+  return std::make_pair(layer, name.substr(dot + 1));
+}
+
+struct KindRule {
+  FusionKind kind;
+  std::vector<const char*> parts;  // suffixes after "blk.N."
+  const char* fused;
+  const char* optional_last;  // a part whose absence is legitimate (attn_v in gemma4 full layers)
+};
+
+const std::vector<KindRule>& kind_rules() {
+  static const std::vector<KindRule> rules = {
+      {FusionKind::gate_up, {"ffn_gate.weight", "ffn_up.weight"}, "ffn_gate_up.weight", nullptr},
+      {FusionKind::qkv,
+       {"attn_q.weight", "attn_k.weight", "attn_v.weight"},
+       "attn_qkv_fused.weight",
+       "attn_v.weight"},
+      {FusionKind::gdn_in_proj,
+       {"attn_qkv.weight", "attn_gate.weight", "ssm_beta.weight", "ssm_alpha.weight"},
+       "gdn_in_proj.weight",
+       nullptr},
+      {FusionKind::shared_gate_up,
+       {"ffn_gate_shexp.weight", "ffn_up_shexp.weight"},
+       "ffn_gate_up_shexp.weight",
+       nullptr},
+  };
+  return rules;
+}
+
+}  // namespace
+
+std::vector<FusionGroup> find_fusion_groups(const GgufFile& file) {
+  std::map<int64_t, std::vector<std::string>> by_layer;
+  for (const GgufTensorInfo& t : file.tensors()) {
+    if (auto split = split_layer_name(t.name)) by_layer[split->first].push_back(split->second);
+  }
+  std::vector<FusionGroup> groups;
+  for (const auto& [layer, names] : by_layer) {
+    auto has = [&](const char* suffix) {
+      return std::find(names.begin(), names.end(), suffix) != names.end();
+    };
+    for (const KindRule& rule : kind_rules()) {
+      // A group exists when any of its parts exists; missing partners are reported by decide.
+      // For q+k+v the anchor is attn_q alone, so a GDN layer's attn_gate etc. don't spawn one.
+      const bool present = rule.kind == FusionKind::qkv
+                               ? has("attn_q.weight")
+                               : std::any_of(rule.parts.begin(), rule.parts.end(), has);
+      if (!present) continue;
+      FusionGroup g;
+      g.kind = rule.kind;
+      g.layer = layer;
+      g.fused_name = fmt::format("blk.{}.{}", layer, rule.fused);
+      for (const char* part : rule.parts) {
+        if (rule.optional_last && std::strcmp(part, rule.optional_last) == 0 && !has(part)) {
+          g.note = "no attn_v: V = K";
+          continue;
+        }
+        g.parts.push_back(fmt::format("blk.{}.{}", layer, part));
+      }
+      groups.push_back(std::move(g));
+    }
+  }
+  return groups;
+}
+
+FusionDecision decide_fusion(const GgufFile& file, const FusionGroup& group) {
+  FusionDecision d;
+  d.group = group;
+  std::vector<const GgufTensorInfo*> infos;
+  for (const std::string& name : group.parts) {
+    const GgufTensorInfo* t = file.find_tensor(name);
+    if (!t) {
+      d.reason = fmt::format("{} missing", name);
+      return d;
+    }
+    infos.push_back(t);
+  }
+  const GgufTensorInfo& first = *infos.front();
+  for (const GgufTensorInfo* t : infos) {
+    if (t->ne.size() != 2) {
+      d.reason = fmt::format("{} is {}-D, row-concat needs 2-D weights", t->name, t->ne.size());
+      return d;
+    }
+  }
+  for (const GgufTensorInfo* t : infos) {
+    if (t->ne[0] != first.ne[0]) {
+      d.reason =
+          fmt::format("K differs: {} has K={}, {} has K={}", first.name, first.ne[0], t->name, t->ne[0]);
+      return d;
+    }
+  }
+  auto row_bytes = [](const GgufTensorInfo& t) { return t.nbytes / static_cast<uint64_t>(t.n_rows()); };
+  for (const GgufTensorInfo* t : infos) {
+    if (row_bytes(*t) != row_bytes(first)) {
+      d.reason = fmt::format("row bytes differ: {} ({}) has {} B/row, {} ({}) has {} B/row", first.name,
+                             ggml_type_info(first.type)->name, row_bytes(first), t->name,
+                             ggml_type_info(t->type)->name, row_bytes(*t));
+      return d;
+    }
+  }
+  for (const GgufTensorInfo* t : infos) {
+    if (t->type != first.type) {
+      d.reason = fmt::format("type differs: {} is {}, {} is {}", first.name, ggml_type_info(first.type)->name,
+                             t->name, ggml_type_info(t->type)->name);
+      return d;
+    }
+  }
+  d.fused = true;
+  d.type = first.ggml_type();
+  d.cols = first.ne[0];
+  d.row_bytes = row_bytes(first);
+  for (const GgufTensorInfo* t : infos) {
+    d.part_rows.push_back(t->n_rows());
+    d.rows += t->n_rows();
+  }
+  return d;
+}
+
+void fuse_rows(const GgufFile& file, const FusionDecision& decision, std::span<uint8_t> out) {
+  if (!decision.fused) throw std::invalid_argument("fuse_rows: " + decision.describe());
+  if (out.size() != static_cast<uint64_t>(decision.rows) * decision.row_bytes) {
+    throw std::invalid_argument(fmt::format("fuse_rows: output holds {} bytes, {} needs {}", out.size(),
+                                            decision.group.fused_name, decision.rows * decision.row_bytes));
+  }
+  size_t at = 0;
+  for (const std::string& name : decision.group.parts) {
+    const auto bytes = file.tensor_data(*file.find_tensor(name));
+    std::memcpy(out.data() + at, bytes.data(), bytes.size());
+    at += bytes.size();
+  }
+}
+
+std::vector<uint8_t> fuse_rows(const GgufFile& file, const FusionDecision& decision) {
+  std::vector<uint8_t> out(static_cast<size_t>(decision.rows) * decision.row_bytes);
+  fuse_rows(file, decision, out);
+  return out;
+}
+
+size_t FusionPlan::fused_count(FusionKind k) const {
+  return std::count_if(decisions.begin(), decisions.end(),
+                       [k](const FusionDecision& d) { return d.group.kind == k && d.fused; });
+}
+
+size_t FusionPlan::candidate_count(FusionKind k) const {
+  return std::count_if(decisions.begin(), decisions.end(),
+                       [k](const FusionDecision& d) { return d.group.kind == k; });
+}
+
+std::vector<std::string> FusionPlan::summary() const {
+  std::vector<std::string> lines;
+  for (FusionKind k : kFusionKinds) {
+    if (candidate_count(k) == 0) continue;
+    lines.push_back(fmt::format("fused {} on {} of {} {}", fusion_label(k), fused_count(k),
+                                candidate_count(k), fusion_scope(k)));
+  }
+  return lines;
+}
+
+std::vector<std::string> FusionPlan::diagnostics() const {
+  std::vector<std::string> lines;
+  for (const FusionDecision& d : decisions) {
+    if (!d.fused) lines.push_back(d.describe());
+  }
+  return lines;
+}
+
+FusionPlan plan_load_fusions(const GgufFile& file) {
+  FusionPlan plan;
+  for (const FusionGroup& g : find_fusion_groups(file)) plan.decisions.push_back(decide_fusion(file, g));
+  return plan;
+}
+
+}  // namespace fb

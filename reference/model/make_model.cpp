@@ -1,0 +1,124 @@
+#include "reference/model/make_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <thread>
+
+#include "reference/formats/quantize.h"
+#include "reference/gguf/gguf_writer.h"
+#include "reference/util/splitmix.h"
+
+namespace fb {
+
+void generate_tensor_rows(const TensorSpec& spec, uint64_t seed, int64_t row0, int64_t n_rows, float* out) {
+  const CounterRng rng(seed, fnv1a64(spec.name.data(), spec.name.size()));
+  const int64_t cols = spec.ne[0];
+  const uint64_t base = static_cast<uint64_t>(row0) * static_cast<uint64_t>(cols);
+  const uint64_t n = static_cast<uint64_t>(n_rows) * static_cast<uint64_t>(cols);
+  for (uint64_t k = 0; k < n; ++k) {
+    const uint64_t idx = base + k;
+    float v = 0.0f;
+    switch (spec.init) {
+      case TensorInit::linear:
+        v = 0.02f * rng.normal(idx);
+        break;
+      case TensorInit::norm_direct:
+        v = 1.0f + 0.1f * rng.normal(idx);
+        break;
+      case TensorInit::norm_offset:
+        v = 0.1f * rng.normal(idx);
+        break;
+      case TensorInit::layer_scalar:
+        v = 0.5f + 0.5f * rng.uniform(idx);
+        break;
+      case TensorInit::conv:
+        v = 0.25f * rng.normal(idx);
+        break;
+      case TensorInit::ssm_a:
+        v = -(1.0f + 15.0f * rng.uniform(idx));
+        break;
+      case TensorInit::dt_bias: {
+        const double dt = std::exp(std::log(1e-3) + rng.uniform(idx) * (std::log(1e-1) - std::log(1e-3)));
+        v = static_cast<float>(std::log(std::expm1(dt)));
+        break;
+      }
+      case TensorInit::rope_freqs:
+        v = static_cast<int64_t>(idx) < spec.rotated_pairs ? 1.0f : 1e30f;
+        break;
+    }
+    out[k] = v;
+  }
+}
+
+namespace {
+
+// Runs fn(i) for i in [0, n) on up to `threads` threads.
+template <class Fn>
+void parallel_for(int64_t n, unsigned threads, Fn&& fn) {
+  const unsigned t = static_cast<unsigned>(std::min<int64_t>(threads, n));
+  if (t <= 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::vector<std::thread> pool;
+  pool.reserve(t);
+  for (unsigned w = 0; w < t; ++w) {
+    pool.emplace_back([&, w] {
+      for (int64_t i = w; i < n; i += t) fn(i);
+    });
+  }
+  for (auto& th : pool) th.join();
+}
+
+}  // namespace
+
+MakeModelResult make_model(const ModelConfig& config, const std::filesystem::path& out,
+                           const MakeModelOptions& options) {
+  const std::vector<TensorSpec> specs = model_tensors(config, options.recipe);
+  const unsigned threads =
+      options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+
+  GgufWriter writer(out);
+  for (GgufKv& kv : model_metadata(config, options.recipe, options.seed)) {
+    writer.add_kv(std::move(kv.key), std::move(kv.value));
+  }
+  for (const TensorSpec& s : specs) writer.add_tensor(s.name, s.type, s.ne);
+  writer.begin_data();
+
+  MakeModelResult result;
+  std::vector<uint8_t> batch;
+  for (size_t t = 0; t < specs.size(); ++t) {
+    const TensorSpec& s = specs[t];
+    const int64_t cols = s.ne[0];
+    const int64_t rows = s.n_rows();
+    const uint64_t row_bytes = ggml_row_bytes(s.type, cols);
+    // Rows per work item: enough to amortise thread start-up, few enough to spread over threads.
+    const int64_t rows_per_batch =
+        std::max<int64_t>(1, std::min<int64_t>(rows, static_cast<int64_t>(options.chunk_bytes / row_bytes)));
+    const int64_t rows_per_item = std::max<int64_t>(1, rows_per_batch / (4 * static_cast<int64_t>(threads)));
+    for (int64_t r0 = 0; r0 < rows; r0 += rows_per_batch) {
+      const int64_t nr = std::min(rows_per_batch, rows - r0);
+      batch.resize(static_cast<size_t>(nr) * row_bytes);
+      const int64_t items = (nr + rows_per_item - 1) / rows_per_item;
+      parallel_for(items, threads, [&](int64_t item) {
+        const int64_t a = item * rows_per_item;
+        const int64_t b = std::min(nr, a + rows_per_item);
+        std::vector<float> values(static_cast<size_t>(cols));
+        for (int64_t r = a; r < b; ++r) {
+          generate_tensor_rows(s, options.seed, r0 + r, 1, values.data());
+          quantize(s.type, values.data(), batch.data() + static_cast<size_t>(r) * row_bytes, cols);
+        }
+      });
+      writer.append(batch);
+    }
+    result.n_params += static_cast<uint64_t>(s.n_elements());
+    if (options.on_tensor) options.on_tensor(t, specs.size(), s);
+  }
+  writer.finish();
+  result.n_tensors = specs.size();
+  result.n_bytes = std::filesystem::file_size(out);
+  return result;
+}
+
+}  // namespace fb
