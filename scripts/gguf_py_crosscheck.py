@@ -88,8 +88,10 @@ def bits(a):
 
 def first_difference(a, b):
     diff = np.argwhere(bits(a) != bits(b))
-    i = tuple(diff[0])
-    return f"{len(diff)} elements differ; first at {i}: gguf-py {a[i]!r} vs fusebench {b[i]!r}"
+    i = tuple(int(k) for k in diff[0])
+    x, y = a[i], b[i]
+    return (f"{len(diff)} elements differ; first at {i}: gguf-py {x} (0x{int(np.float32(x).view(np.uint32)):08x}) "
+            f"vs fusebench {y} (0x{int(np.float32(y).view(np.uint32)):08x})")
 
 
 def matrices():

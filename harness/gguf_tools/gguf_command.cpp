@@ -67,7 +67,8 @@ std::string quote(std::string_view s, bool full) {
   std::string out = "\"";
   size_t shown = 0;
   for (char c : s) {
-    if (!full && shown == kShownChars) {
+    // Cut only at a UTF-8 character boundary, never inside a multi-byte sequence.
+    if (!full && shown >= kShownChars && (static_cast<unsigned char>(c) & 0xC0) != 0x80) {
       out += fmt::format("\"... ({} bytes)", s.size());
       return out;
     }
