@@ -63,38 +63,7 @@ const char* short_type(GgufValueType t) {
   return "?";
 }
 
-std::string quote(std::string_view s, bool full) {
-  std::string out = "\"";
-  size_t shown = 0;
-  for (char c : s) {
-    // Cut only at a UTF-8 character boundary, never inside a multi-byte sequence.
-    if (!full && shown >= kShownChars && (static_cast<unsigned char>(c) & 0xC0) != 0x80) {
-      out += fmt::format("\"... ({} bytes)", s.size());
-      return out;
-    }
-    ++shown;
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20)
-          out += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
-        else
-          out += c;
-    }
-  }
-  return out + "\"";
-}
+std::string quote(std::string_view s, bool full) { return gguf_quote(s, full ? SIZE_MAX : kShownChars); }
 
 std::string scalar_text(const GgufValueStorage& v, bool full) {
   return std::visit(

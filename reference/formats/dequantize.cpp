@@ -102,15 +102,7 @@ void dequantize_row_bf16(const uint16_t* x, float* y, int64_t n) {
 }
 
 void dequantize(GgmlType type, const void* src, float* dst, int64_t n) {
-  const GgmlTypeInfo* info = ggml_type_info(static_cast<uint32_t>(type));
-  if (info == nullptr || !info->convertible) {
-    throw std::invalid_argument(fmt::format("dequantize: type {} (id {}) is not supported (n={})",
-                                            ggml_type_name(type), static_cast<uint32_t>(type), n));
-  }
-  if (n < 0 || n % info->block_elems != 0) {
-    throw std::invalid_argument(fmt::format("dequantize: n={} is not a multiple of the {} block size {}", n,
-                                            info->name, info->block_elems));
-  }
+  require_convertible("dequantize", type, n);
   switch (type) {
     case GgmlType::F32:
       if (n > 0) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));

@@ -90,6 +90,19 @@ std::string_view ggml_type_name(GgmlType t) {
   return info != nullptr ? info->name : std::string_view("unknown");
 }
 
+const GgmlTypeInfo& require_convertible(const char* caller, GgmlType type, int64_t n) {
+  const GgmlTypeInfo* info = ggml_type_info(static_cast<uint32_t>(type));
+  if (info == nullptr || !info->convertible) {
+    throw std::invalid_argument(fmt::format("{}: type {} (id {}) is not supported (n={})", caller,
+                                            ggml_type_name(type), static_cast<uint32_t>(type), n));
+  }
+  if (n < 0 || n % info->block_elems != 0) {
+    throw std::invalid_argument(fmt::format("{}: n={} is not a multiple of the {} block size {}", caller, n,
+                                            info->name, info->block_elems));
+  }
+  return *info;
+}
+
 size_t ggml_row_bytes(GgmlType t, int64_t n) {
   const GgmlTypeInfo& info = checked_info(t);
   return info.block_bytes * static_cast<size_t>(n / info.block_elems);

@@ -67,6 +67,11 @@ inline const GgmlTypeInfo& ggml_type_info(GgmlType t) { return *ggml_type_info(s
 std::optional<GgmlType> parse_ggml_type(std::string_view name);
 std::string_view ggml_type_name(GgmlType t);
 
+// Validation shared by the CPU conversion entry points: returns the info of `type` when it is
+// convertible and n is a non-negative multiple of its block size; otherwise throws
+// std::invalid_argument with a message prefixed by `caller` (e.g. "dequantize").
+const GgmlTypeInfo& require_convertible(const char* caller, GgmlType type, int64_t n);
+
 // Bytes of one row of n elements; n must be a multiple of the block size (checked by callers).
 size_t ggml_row_bytes(GgmlType t, int64_t n);
 

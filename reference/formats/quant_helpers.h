@@ -206,4 +206,29 @@ inline void requantize_k_asym(const float* x, uint16_t d16, uint16_t dmin16, con
   }
 }
 
+// First pass of Q4_K/Q5_K on one 256-element super-block: fit each 32-element sub-block with
+// make_qkx2_quants(nmax, rmin, rdelta, nstep), pack the 6-bit scales/mins into scales[12], store the
+// fp16 super-block scales in *d / *dmin, then requantize L[256] against the stored scales. The
+// caller packs L into its own layout.
+inline void quantize_k_asym_block(const float* x, int nmax, float rmin, float rdelta, int nstep, uint16_t* d,
+                                  uint16_t* dmin, uint8_t* scales, uint8_t* L) {
+  uint8_t Laux[32];
+  float weights[32];
+  float sub_mins[8];
+  float sub_scales[8];
+  float max_scale = 0.0f;
+  float max_min = 0.0f;
+  for (int j = 0; j < 8; ++j) {
+    k_sub_block_weights(x + 32 * j, weights);
+    sub_scales[j] =
+        make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &sub_mins[j], Laux, rmin, rdelta, nstep);
+    if (sub_scales[j] > max_scale) max_scale = sub_scales[j];
+    if (sub_mins[j] > max_min) max_min = sub_mins[j];
+  }
+  pack_k_scales(sub_scales, sub_mins, max_scale, max_min, scales);
+  *d = fp32_to_fp16(max_scale / 63.0f);
+  *dmin = fp32_to_fp16(max_min / 63.0f);
+  requantize_k_asym(x, *d, *dmin, scales, nmax, L);
+}
+
 }  // namespace fb

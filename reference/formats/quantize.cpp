@@ -36,23 +36,8 @@ void quantize_row_q8_0_ref(const float* x, BlockQ8_0* y, int64_t n) {
 void quantize_row_q4_K_ref(const float* x, BlockQ4K* y, int64_t n) {
   const int64_t nb = n / kQK_K;
   uint8_t L[kQK_K];
-  uint8_t Laux[32];
-  float weights[32];
-  float mins[kQK_K / 32];
-  float scales[kQK_K / 32];
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
-    float max_scale = 0.0f;
-    float max_min = 0.0f;
-    for (int j = 0; j < kQK_K / 32; ++j) {
-      k_sub_block_weights(x + 32 * j, weights);
-      scales[j] = make_qkx2_quants(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.0f, 0.1f, 20);
-      if (scales[j] > max_scale) max_scale = scales[j];
-      if (mins[j] > max_min) max_min = mins[j];
-    }
-    pack_k_scales(scales, mins, max_scale, max_min, y[i].scales);
-    y[i].d = fp32_to_fp16(max_scale / 63.0f);
-    y[i].dmin = fp32_to_fp16(max_min / 63.0f);
-    requantize_k_asym(x, y[i].d, y[i].dmin, y[i].scales, 15, L);
+    quantize_k_asym_block(x, 15, -1.0f, 0.1f, 20, &y[i].d, &y[i].dmin, y[i].scales, L);
 
     uint8_t* q = y[i].qs;
     for (int j = 0; j < kQK_K; j += 64, q += 32) {
@@ -64,23 +49,8 @@ void quantize_row_q4_K_ref(const float* x, BlockQ4K* y, int64_t n) {
 void quantize_row_q5_K_ref(const float* x, BlockQ5K* y, int64_t n) {
   const int64_t nb = n / kQK_K;
   uint8_t L[kQK_K];
-  uint8_t Laux[32];
-  float weights[32];
-  float mins[kQK_K / 32];
-  float scales[kQK_K / 32];
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
-    float max_scale = 0.0f;
-    float max_min = 0.0f;
-    for (int j = 0; j < kQK_K / 32; ++j) {
-      k_sub_block_weights(x + 32 * j, weights);
-      scales[j] = make_qkx2_quants(32, 31, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.5f, 0.1f, 15);
-      if (scales[j] > max_scale) max_scale = scales[j];
-      if (mins[j] > max_min) max_min = mins[j];
-    }
-    pack_k_scales(scales, mins, max_scale, max_min, y[i].scales);
-    y[i].d = fp32_to_fp16(max_scale / 63.0f);
-    y[i].dmin = fp32_to_fp16(max_min / 63.0f);
-    requantize_k_asym(x, y[i].d, y[i].dmin, y[i].scales, 31, L);
+    quantize_k_asym_block(x, 31, -0.5f, 0.1f, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
 
     uint8_t* qh = y[i].qh;
     uint8_t* ql = y[i].qs;
@@ -169,15 +139,7 @@ void quantize_row_bf16(const float* x, uint16_t* y, int64_t n) {
 }
 
 void quantize(GgmlType type, const float* src, void* dst, int64_t n) {
-  const GgmlTypeInfo* info = ggml_type_info(static_cast<uint32_t>(type));
-  if (info == nullptr || !info->convertible) {
-    throw std::invalid_argument(fmt::format("quantize: type {} (id {}) is not supported (n={})",
-                                            ggml_type_name(type), static_cast<uint32_t>(type), n));
-  }
-  if (n < 0 || n % info->block_elems != 0) {
-    throw std::invalid_argument(fmt::format("quantize: n={} is not a multiple of the {} block size {}", n,
-                                            info->name, info->block_elems));
-  }
+  require_convertible("quantize", type, n);
   switch (type) {
     case GgmlType::F32:
       if (n > 0) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));

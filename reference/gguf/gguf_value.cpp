@@ -40,41 +40,10 @@ constexpr GgufValueType type_of() {
   }
 }
 
-std::string quote(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20 || c == 0x7F) {
-          out += fmt::format("\\x{:02x}", c);
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += '"';
-  return out;
-}
-
 template <typename T>
 std::string scalar_display(const T& v) {
   if constexpr (std::is_same_v<T, std::string>)
-    return quote(v);
+    return gguf_quote(v);
   else if constexpr (std::is_same_v<T, GgufBool>)
     return v.value ? "true" : "false";
   // int8/uint8 would otherwise print as characters.
@@ -118,6 +87,45 @@ const char* to_string(GgufValueType t) {
       return "FLOAT64";
   }
   return "UNKNOWN";
+}
+
+std::string gguf_quote(std::string_view s, size_t max_bytes) {
+  std::string out = "\"";
+  size_t shown = 0;
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    // Cut only at a UTF-8 character boundary, never inside a multi-byte sequence.
+    if (shown >= max_bytes && (c & 0xC0) != 0x80) {
+      out += fmt::format("\"... ({} bytes)", s.size());
+      return out;
+    }
+    ++shown;
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20 || c == 0x7F) {
+          out += fmt::format("\\x{:02x}", c);
+        } else {
+          out += ch;
+        }
+    }
+  }
+  out += '"';
+  return out;
 }
 
 size_t gguf_scalar_size(GgufValueType t) {

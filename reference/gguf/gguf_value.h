@@ -1,6 +1,7 @@
 #pragma once
 // GGUF metadata values. Types are kept exactly as read (a u32 stays a u32) so a read -> write
 // round trip reproduces the file byte for byte.
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -29,6 +30,13 @@ enum class GgufValueType : int32_t {
 const char* to_string(GgufValueType t);
 // Size in bytes of a fixed-size scalar type; 0 for STRING and ARRAY.
 size_t gguf_scalar_size(GgufValueType t);
+
+// A string as a double-quoted display literal: '"', '\\', \n, \r and \t are backslash-escaped, other
+// control bytes and DEL become \xNN, everything else (UTF-8 included) is copied. When the string
+// holds more than max_bytes bytes, the output stops at the first UTF-8 character boundary at or
+// after max_bytes input bytes (never inside a multi-byte sequence) and ends with the closing quote
+// followed by "... (N bytes)", N being the full size.
+std::string gguf_quote(std::string_view s, size_t max_bytes = SIZE_MAX);
 
 // An array of one element type (ggml rejects nested arrays, and so do we).
 // Booleans are held as uint8_t 0/1 in `values` with elem_type BOOL.

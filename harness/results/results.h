@@ -1,0 +1,44 @@
+#pragma once
+// The results JSON (DESIGN §6), schema results/schema/fusebench-results.schema.json, version in
+// kResultsSchemaVersion. Self-describing: env (GPU, SMs, clocks, driver, CUDA, host, git sha +
+// dirty, build type, argv, seed), baselines, and per case the scenario, kernel, variant, shape,
+// numerics, samples, summary, bytes, flops, tok/s and % of roofline.
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "harness/device/device_info.h"
+
+namespace fb {
+
+inline constexpr const char* kResultsSchemaId = "fusebench-results";
+inline constexpr int kResultsSchemaVersion = 1;
+
+struct RunEnv {
+  std::string host;
+  std::string os;
+  std::string git_sha;   // compiled in at configure time, or $FUSEBENCH_GIT_SHA
+  bool git_dirty = false;
+  std::string build_type;
+  std::string compiler;
+  std::string cuda_compiler;  // empty in CPU-only builds
+  std::vector<std::string> argv;
+  uint64_t seed = 0;
+  std::string started_utc;    // ISO 8601
+  DeviceInfo device;
+};
+
+RunEnv capture_env(int argc, const char* const* argv, uint64_t seed);
+nlohmann::json to_json(const RunEnv& env);
+
+// Writes `doc` to `path` atomically: a temp file in the same directory, flushed and fsynced, then
+// renamed over `path`; a run killed mid-write leaves the old file or none.
+void write_json_atomically(const std::filesystem::path& path, const nlohmann::json& doc);
+
+// Checks the structural invariants the schema states (required keys, types, version) in C++, so a
+// results file can be validated without Python; returns the list of problems (empty = valid).
+std::vector<std::string> validate_results(const nlohmann::json& doc);
+
+}  // namespace fb
