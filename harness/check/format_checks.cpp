@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "harness/check/checks.h"
-#include "harness/check/tolerances.h"
+#include "harness/runner/tolerances.h"
 #include "reference/formats/dequantize.h"
 #include "reference/formats/quantize.h"
 #include "reference/util/splitmix.h"

@@ -5,10 +5,10 @@
 #include <cstdio>
 #include <exception>
 
-#include "harness/check/check_command.h"
 #include "harness/cli/exit_codes.h"
 #include "harness/gguf_tools/gguf_command.h"
 #include "harness/model_tools/model_commands.h"
+#include "harness/runner/run_commands.h"
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -20,7 +20,9 @@ int main(int argc, char** argv) {
   app.footer(
       "Exit codes: 0 ok, 1 a check failed, 2 usage error, 3 malformed or unsuitable input, "
       "4 I/O error, 70 internal error.\nRun 'fusebench <command> --help' for details.");
-  fb::add_check_command(app);
+  fb::add_list_command(app);
+  fb::add_check_command(app, argc, argv);
+  fb::add_bench_command(app, argc, argv);
   fb::add_make_model_command(app);
   fb::add_fuse_command(app);
   fb::add_gguf_command(app);

@@ -3,10 +3,9 @@
 // results (DESIGN §6). The baselines (copy bandwidth, bf16 GEMM rate) are measured, not looked up,
 // so "% of roofline" is against this GPU at its current clocks.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "harness/timing/timing.h"
 
@@ -22,8 +21,8 @@ struct DeviceInfo {
   int cc_major = 0, cc_minor = 0;
   uint64_t total_memory_bytes = 0;
   uint64_t l2_bytes = 0;
-  int driver_version = 0;   // cudaDriverGetVersion, e.g. 13000
-  int runtime_version = 0;  // cudaRuntimeGetVersion
+  int driver_version = 0;     // cudaDriverGetVersion, e.g. 13000
+  int runtime_version = 0;    // cudaRuntimeGetVersion
   std::string driver_string;  // NVML, e.g. "580.159.04"
   uint32_t sm_clock_max_mhz = 0, mem_clock_max_mhz = 0, sm_clock_now_mhz = 0;
   int memory_bus_width_bits = 0;
@@ -34,8 +33,8 @@ DeviceInfo query_device();  // never throws; CPU-only builds report unavailable
 nlohmann::json to_json(const DeviceInfo& d);
 
 struct DeviceBaselines {
-  double copy_gbps = 0;          // device-to-device copy, bytes read + written per second (1e9)
-  double bf16_gemm_tflops = 0;   // cuBLAS bf16 GEMM, fp32 accumulate, 8192^3
+  double copy_gbps = 0;         // device-to-device copy, bytes read + written per second (1e9)
+  double bf16_gemm_tflops = 0;  // cuBLAS bf16 GEMM, fp32 accumulate, 8192^3
   Timing copy, gemm;
 };
 

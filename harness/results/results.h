@@ -3,11 +3,12 @@
 // kResultsSchemaVersion. Self-describing: env (GPU, SMs, clocks, driver, CUDA, host, git sha +
 // dirty, build type, argv, seed), baselines, and per case the scenario, kernel, variant, shape,
 // numerics, samples, summary, bytes, flops, tok/s and % of roofline.
+#include <cstdint>
 #include <filesystem>
-#include <string>
-#include <vector>
-
 #include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "harness/device/device_info.h"
 
@@ -19,17 +20,19 @@ inline constexpr int kResultsSchemaVersion = 1;
 struct RunEnv {
   std::string host;
   std::string os;
-  std::string git_sha;   // compiled in at configure time, or $FUSEBENCH_GIT_SHA
-  bool git_dirty = false;
+  std::string git_sha;     // compiled in at configure time, or $FUSEBENCH_GIT_SHA; "unknown" if neither
+  bool git_dirty = false;  // also true when unknown: an unvouched tree counts as dirty
   std::string build_type;
   std::string compiler;
   std::string cuda_compiler;  // empty in CPU-only builds
   std::vector<std::string> argv;
   uint64_t seed = 0;
-  std::string started_utc;    // ISO 8601
+  std::string started_utc;  // ISO 8601
   DeviceInfo device;
 };
 
+// Throws std::invalid_argument when $FUSEBENCH_GIT_SHA / $FUSEBENCH_GIT_DIRTY are set but malformed:
+// better to fail at start than to write an unusable results file after a long run.
 RunEnv capture_env(int argc, const char* const* argv, uint64_t seed);
 nlohmann::json to_json(const RunEnv& env);
 
@@ -38,7 +41,14 @@ nlohmann::json to_json(const RunEnv& env);
 void write_json_atomically(const std::filesystem::path& path, const nlohmann::json& doc);
 
 // Checks the structural invariants the schema states (required keys, types, version) in C++, so a
-// results file can be validated without Python; returns the list of problems (empty = valid).
+// results file can be validated without Python; returns the list of problems (empty = valid), each
+// "<JSON pointer>: <what is wrong>". It interprets the schema file itself (embedded at build time,
+// see results_schema_text), so the C++ and Python validators cannot drift apart; it then checks
+// what JSON Schema cannot say: summary counts match the case verdicts, and a timing's sample columns
+// have equal length.
 std::vector<std::string> validate_results(const nlohmann::json& doc);
+
+// The text of results/schema/fusebench-results.schema.json as of the build.
+std::string_view results_schema_text();
 
 }  // namespace fb

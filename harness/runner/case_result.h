@@ -2,11 +2,10 @@
 // One executed case of `fusebench check` / `bench`: what ran, how it compared, how long it took.
 // Serialized into the results JSON's "cases" array (schema: results/schema).
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "harness/check/metrics.h"
 #include "harness/timing/timing.h"
@@ -20,7 +19,7 @@ const char* to_string(Verdict v);
 struct Tolerance {
   bool bit_exact = false;  // when true the numeric bounds are ignored: bits must match
   double max_abs = INFINITY, max_rel = INFINITY, min_cosine = -1.0, max_nmse = INFINITY;
-  std::string source;      // "table: <key>" or "scenario <file>: <reason>"
+  std::string source;  // "table: <key>" or "scenario <file>: <reason>"
 };
 
 struct Comparison {
@@ -28,7 +27,7 @@ struct Comparison {
   Metrics metrics;
   Tolerance tolerance;
   Verdict verdict = Verdict::pass;
-  std::string why;      // first violated bound, e.g. "nmse 2.1e-5 > 1e-5"
+  std::string why;  // first violated bound, e.g. "nmse 2.1e-5 > 1e-5"
 };
 
 struct CaseResult {
@@ -40,18 +39,19 @@ struct CaseResult {
   int64_t tokens = 0;
   int64_t context = 0;
   uint64_t seed = 0;
-  nlohmann::json shape = nlohmann::json::object();  // kernel-specific, e.g. {"rows":..,"cols":..,"type":"q4_K"}
+  nlohmann::json shape =
+      nlohmann::json::object();  // kernel-specific, e.g. {"rows":..,"cols":..,"type":"q4_K"}
   Verdict verdict = Verdict::pass;
   std::string skip_reason;
-  std::string error;    // a CUDA or other error that failed this case
+  std::string error;  // a CUDA or other error that failed this case
   std::vector<Comparison> comparisons;
   std::optional<Timing> hot, cold;
-  uint64_t bytes = 0;   // bytes the timed work must move (reads + writes)
+  uint64_t bytes = 0;  // bytes the timed work must move (reads + writes)
   uint64_t flops = 0;
-  std::optional<double> tok_s;            // steps only
+  std::optional<double> tok_s;              // steps only
   std::optional<double> copy_roofline_pct;  // bytes / hot median vs measured copy rate
   std::optional<double> gemm_roofline_pct;  // flops / hot median vs measured bf16 GEMM rate
-  std::string repro;    // command line that reruns exactly this case
+  std::string repro;                        // command line that reruns exactly this case
 };
 
 nlohmann::json to_json(const Tolerance& t);

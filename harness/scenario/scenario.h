@@ -24,9 +24,9 @@ struct ToleranceOverride {
 
 struct Scenario {
   std::filesystem::path file;
-  std::string name;         // unique across scenarios/; defaults to the file stem
+  std::string name;  // unique across scenarios/; defaults to the file stem
   std::string description;
-  std::string model;        // "gemma4-31b" | "qwen3.5-moe" | path to a .gguf
+  std::string model;           // "gemma4-31b" | "qwen3.5-moe" | path to a .gguf
   std::string scale = "full";  // full | tiny (built-in models only)
   Phase phase = Phase::decode;
   std::vector<int64_t> tokens;    // T per step: decode 1..4, prefill e.g. 512, 2048
@@ -37,20 +37,23 @@ struct Scenario {
   std::vector<std::string> layouts;   // e.g. ggml, coalesced; empty = every layout a kernel has
   std::vector<uint64_t> seeds = {1};
   std::vector<ToleranceOverride> tolerances;
-  std::vector<std::string> tags;      // e.g. "ci" for the tiny scenarios CI runs
+  std::vector<std::string> tags;  // e.g. "ci" for the tiny scenarios CI runs
 };
 
 // Thrown for any invalid scenario file; what() = "<file>:<line>:<col>: <field>: <message>".
 class ScenarioError : public std::runtime_error {
  public:
-  ScenarioError(std::filesystem::path file, int64_t line, int64_t column, std::string field, std::string message);
+  ScenarioError(std::filesystem::path file, int64_t line, int64_t column, std::string field,
+                std::string message);
   const std::filesystem::path& file() const { return m_file; }
-  int64_t line() const { return m_line; }
-  const std::string& field() const { return m_field; }
+  int64_t line() const { return m_line; }      // 1-based; 0 when the error is about the file as a whole
+  int64_t column() const { return m_column; }  // 1-based; 0 when unknown
+  const std::string& field() const { return m_field; }  // e.g. "tolerance[1].max_nmse"; "" for syntax errors
 
  private:
   std::filesystem::path m_file;
   int64_t m_line;
+  int64_t m_column;
   std::string m_field;
 };
 

@@ -5,10 +5,9 @@
 // per sample and throttled samples flagged. CPU timing uses the same statistics, labelled as such.
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 // cudaStream_t without including CUDA headers (CUDA declares it the same way), so harness code
 // compiles in a CPU-only build.
@@ -23,6 +22,11 @@ struct TimingOptions {
   double min_seconds = 0.5;
   int max_samples = 2000;
   bool cold = false;  // flush L2 (write a buffer larger than L2) before every sample
+  // GPU timing only: hold the stream behind a host-side gate while the sample's work is enqueued, so
+  // the start event does not absorb the launch's CPU latency (nvbench's blocking kernel, done with a
+  // host function). A launcher that synchronizes internally cannot be gated; the gate notices (it
+  // opens by itself after 20 ms), then stops gating that measurement. Set false to skip it.
+  bool gate_launches = true;
 };
 
 struct Sample {
@@ -32,14 +36,15 @@ struct Sample {
 };
 
 struct TimingSummary {
-  size_t n = 0;
-  size_t throttled = 0;
+  size_t n = 0;          // samples the statistics below are over
+  size_t throttled = 0;  // samples flagged throttled, of all taken
   double median_ms = 0, p25_ms = 0, p75_ms = 0, iqr_ms = 0, min_ms = 0, max_ms = 0, mean_ms = 0;
 };
 
 struct Timing {
   std::string method;  // "cuda-events" | "cuda-graph-replay" | "cpu-steady-clock"
   bool cold = false;
+  bool launch_gated = false;  // every sample was enqueued behind the gate (TimingOptions::gate_launches)
   std::vector<Sample> samples;
   TimingSummary summary;  // over the samples not flagged throttled, unless all were throttled
 };
@@ -53,7 +58,8 @@ Timing time_cpu(const std::function<void()>& fn, const TimingOptions& opt);
 
 // GPU timing of launch(stream) with CUDA events around each sample. Only in CUDA builds
 // (harness/timing/cuda_timing.cpp); a CPU-only build has no definition and never calls it.
-Timing time_cuda(const std::function<void(cudaStream_t)>& launch, cudaStream_t stream, const TimingOptions& opt);
+Timing time_cuda(const std::function<void(cudaStream_t)>& launch, cudaStream_t stream,
+                 const TimingOptions& opt);
 // Same, capturing launch(stream) once into a CUDA graph and timing graph replays.
 Timing time_cuda_graph(const std::function<void(cudaStream_t)>& launch, cudaStream_t stream,
                        const TimingOptions& opt);

@@ -1,8 +1,10 @@
 #pragma once
 // The numerics tolerance table of `fusebench check` (DESIGN §4): one place, each bound with why.
 // Bit-exact contracts are not listed: they compare bits, never a threshold.
+#include <string>
 #include <string_view>
 
+#include "harness/runner/case_result.h"
 #include "reference/formats/ggml_type.h"
 
 namespace fb {
@@ -32,6 +34,36 @@ inline const RoundTripTolerance& round_trip_tolerance(GgmlType t) {
   for (const auto& r : kRoundTripTolerances)
     if (r.type == t) return r;
   return kRoundTripTolerances[0];
+}
+
+// Kernel x comparison tolerances of the runner. `against` is "reference" (CPU fp64 truth rounded
+// to the output dtype) or "unfused" (the kernel's unfused twin). A scenario may override an entry
+// only with a written reason (scenario [[tolerance]]).
+struct KernelTolerance {
+  std::string_view kernel;
+  std::string_view against;
+  Tolerance tolerance;
+};
+
+inline const KernelTolerance kKernelTolerances[] = {
+    // Dequant is exact arithmetic on the same fp32 expression as ggml, then one RNE rounding to
+    // bf16 on both sides: bits must match (DESIGN §4).
+    {"dequant_bf16", "reference",
+     Tolerance{true, INFINITY, INFINITY, -1.0, INFINITY, "table: dequant_bf16/reference"}},
+    // Row-concatenation changes which launch writes a row, not the arithmetic.
+    {"dequant_bf16", "unfused",
+     Tolerance{true, INFINITY, INFINITY, -1.0, INFINITY, "table: dequant_bf16/unfused"}},
+};
+
+// The table entry, or a bit-exact tolerance marked "table: missing" (so a kernel without an entry
+// cannot pass by accident with loose bounds).
+inline Tolerance kernel_tolerance(std::string_view kernel, std::string_view against) {
+  for (const auto& t : kKernelTolerances)
+    if (t.kernel == kernel && t.against == against) return t.tolerance;
+  Tolerance strict;
+  strict.bit_exact = true;
+  strict.source = "table: missing entry for " + std::string(kernel) + "/" + std::string(against);
+  return strict;
 }
 
 }  // namespace fb

@@ -1,0 +1,258 @@
+// dequant_bf16: ggml blocks -> bf16, the first half of the prefill baseline (dequant + cuBLAS GEMM).
+// Instances are the model's quantized weights; where a load-time fusion applies (gate+up, q+k+v,
+// GDN in_proj, shared-expert gate+up) the instance is the fused group and has two variants:
+// "fused" (one launch over the row-concatenated blocks) and "unfused" (one launch per part). Both
+// must equal the CPU reference bit for bit, and fused must equal unfused bit for bit (DESIGN §4).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
+#include <stdexcept>
+
+#include "harness/runner/kernel_registry.h"
+#include "harness/runner/kernels/random_blocks.h"
+#include "harness/runner/tolerances.h"
+#include "reference/formats/dequantize.h"
+#include "reference/formats/half.h"
+#include "reference/model/model_tensors.h"
+#include "reference/util/splitmix.h"
+
+#if FUSEBENCH_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "kernels/common/cuda_check.h"
+#include "kernels/dequant/dequantize.cuh"
+#endif
+
+namespace fb {
+
+namespace {
+
+constexpr size_t kGuardElems = 64;
+constexpr uint16_t kGuardWord = 0xA5A5;
+
+struct Part {
+  std::string name;
+  int64_t rows = 0;
+};
+
+class DequantBf16Case final : public KernelCase {
+ public:
+  explicit DequantBf16Case(const CaseParams& p) : m_variant(p.variant) {
+    const auto& inst = p.instance;
+    m_name = inst.at("name").get<std::string>();
+    m_type = *parse_ggml_type(inst.at("type").get<std::string>());
+    m_cols = inst.at("cols").get<int64_t>();
+    for (const auto& part : inst.at("parts")) {
+      m_parts.push_back({part.at("name").get<std::string>(), part.at("rows").get<int64_t>()});
+      m_rows += m_parts.back().rows;
+    }
+    m_row_bytes = ggml_row_bytes(m_type, m_cols);
+    // Every variant gets the same bytes for the same seed: the twin comparison is then exact.
+    m_weights.reserve(static_cast<size_t>(m_rows) * m_row_bytes);
+    for (const Part& part : m_parts) {
+      const auto b =
+          random_blocks(m_type, part.rows, m_cols, p.seed, fnv1a64(part.name.data(), part.name.size()));
+      m_weights.insert(m_weights.end(), b.begin(), b.end());
+    }
+  }
+
+  nlohmann::json shape() const override {
+    nlohmann::json parts = nlohmann::json::array();
+    for (const Part& p : m_parts) parts.push_back({{"name", p.name}, {"rows", p.rows}});
+    return {{"tensor", m_name}, {"type", std::string(ggml_type_name(m_type))},
+            {"rows", m_rows},   {"cols", m_cols},
+            {"parts", parts},   {"launches", launches()}};
+  }
+  uint64_t bytes() const override { return m_weights.size() + static_cast<uint64_t>(m_rows * m_cols) * 2; }
+  uint64_t flops() const override { return 2ull * static_cast<uint64_t>(m_rows * m_cols); }
+
+  std::vector<float> reference() override {
+    std::vector<float> out(static_cast<size_t>(m_rows * m_cols));
+    dequant_cpu(out.data());
+    for (float& v : out) v = bf16_to_fp32(fp32_to_bf16(v));
+    return out;
+  }
+  void run_reference_once() override {
+    m_scratch.resize(static_cast<size_t>(m_rows * m_cols));
+    dequant_cpu(m_scratch.data());
+  }
+  std::vector<float> cpu_variant_output() override {
+    std::vector<float> out(static_cast<size_t>(m_rows * m_cols));
+    if (m_variant == "fused" || m_parts.size() == 1) {
+      dequantize(m_type, m_weights.data(), out.data(), m_rows * m_cols);  // one pass over the group
+    } else {
+      int64_t row = 0;
+      for (const Part& p : m_parts) {
+        dequantize(m_type, m_weights.data() + row * m_row_bytes, out.data() + row * m_cols, p.rows * m_cols);
+        row += p.rows;
+      }
+    }
+    for (float& v : out) v = bf16_to_fp32(fp32_to_bf16(v));
+    return out;
+  }
+
+#if FUSEBENCH_WITH_CUDA
+  bool has_device() const override { return true; }
+  void device_setup(cudaStream_t stream) override {
+    m_d_weights = DeviceBuffer<uint8_t>(m_weights.size());
+    m_d_out = DeviceBuffer<uint16_t>(static_cast<size_t>(m_rows * m_cols) + kGuardElems);
+    FB_CUDA_CHECK(cudaMemcpyAsync(m_d_weights.get(), m_weights.data(), m_weights.size(),
+                                  cudaMemcpyHostToDevice, stream));
+    // Poison: 0xFFFF is a bf16 NaN, so an element the kernel fails to write cannot pass.
+    FB_CUDA_CHECK(cudaMemsetAsync(m_d_out.get(), 0xFF, static_cast<size_t>(m_rows * m_cols) * 2, stream));
+    const std::vector<uint16_t> guard(kGuardElems, kGuardWord);
+    FB_CUDA_CHECK(cudaMemcpyAsync(m_d_out.get() + m_rows * m_cols, guard.data(), kGuardElems * 2,
+                                  cudaMemcpyHostToDevice, stream));
+  }
+  void device_launch(cudaStream_t stream) override {
+    auto* out = reinterpret_cast<__nv_bfloat16*>(m_d_out.get());
+    if (m_variant == "fused" || m_parts.size() == 1) {
+      cuda::dequantize(m_type, m_d_weights.get(), out, m_rows, m_cols, stream);
+      return;
+    }
+    int64_t row = 0;
+    for (const Part& p : m_parts) {
+      cuda::dequantize(m_type, m_d_weights.get() + row * m_row_bytes, out + row * m_cols, p.rows, m_cols,
+                       stream);
+      row += p.rows;
+    }
+  }
+  std::vector<float> device_output(cudaStream_t stream) override {
+    std::vector<uint16_t> raw(static_cast<size_t>(m_rows * m_cols) + kGuardElems);
+    FB_CUDA_CHECK(cudaMemcpyAsync(raw.data(), m_d_out.get(), raw.size() * 2, cudaMemcpyDeviceToHost, stream));
+    FB_CUDA_CHECK(cudaStreamSynchronize(stream));
+    for (size_t i = raw.size() - kGuardElems; i < raw.size(); ++i) {
+      if (raw[i] != kGuardWord) {
+        throw std::runtime_error(fmt::format("{}: guard word {} after the output was overwritten (0x{:04x})",
+                                             m_name, i - (raw.size() - kGuardElems), raw[i]));
+      }
+    }
+    std::vector<float> out(static_cast<size_t>(m_rows * m_cols));
+    for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_fp32(raw[i]);
+    return out;
+  }
+#endif
+
+ private:
+  int launches() const { return m_variant == "fused" ? 1 : static_cast<int>(m_parts.size()); }
+  void dequant_cpu(float* out) const {
+    for (int64_t r = 0; r < m_rows; ++r) {
+      dequantize(m_type, m_weights.data() + r * m_row_bytes, out + r * m_cols, m_cols);
+    }
+  }
+
+  std::string m_variant;
+  std::string m_name;
+  GgmlType m_type = GgmlType::Q4_K;
+  int64_t m_cols = 0, m_rows = 0;
+  size_t m_row_bytes = 0;
+  std::vector<Part> m_parts;
+  std::vector<uint8_t> m_weights;
+  std::vector<float> m_scratch;
+#if FUSEBENCH_WITH_CUDA
+  DeviceBuffer<uint8_t> m_d_weights;
+  DeviceBuffer<uint16_t> m_d_out;
+#endif
+};
+
+// "blk.12.ffn_gate.weight" -> "ffn_gate"; expert tensors keep their _exps suffix.
+std::string kind_of(const std::string& name) {
+  if (name.rfind("blk.", 0) != 0) return name;
+  std::string k = name.substr(name.find('.', 4) + 1);
+  if (const auto dot = k.rfind(".weight"); dot != std::string::npos) k.resize(dot);
+  return k;
+}
+
+// Fusion groups by tensor kind (the same rules as reference/fusion/load_fusions).
+const std::vector<std::vector<std::string>>& fusion_groups() {
+  static const std::vector<std::vector<std::string>> g = {{"ffn_gate", "ffn_up"},
+                                                          {"attn_q", "attn_k", "attn_v"},
+                                                          {"attn_q", "attn_k"},
+                                                          {"attn_qkv", "attn_gate", "ssm_beta", "ssm_alpha"},
+                                                          {"ffn_gate_shexp", "ffn_up_shexp"}};
+  return g;
+}
+
+std::vector<nlohmann::json> dequant_instances(const ModelConfig& config, Phase phase) {
+  if (phase != Phase::prefill) return {};  // decode reads weights in the matvec, never as bf16
+  // The uniform recipe makes every fusion group same-typed; the Q4_K_M mix adds the Q6_K/Q5_K
+  // single tensors that the prefill path also dequantizes.
+  std::vector<nlohmann::json> out;
+  std::set<std::string> seen;
+  auto add = [&](const std::string& name, GgmlType type, int64_t cols, const std::vector<Part>& parts,
+                 bool fusable) {
+    std::string key = fmt::format("{}/{}/{}", name, ggml_type_name(type), cols);
+    for (const Part& p : parts) key += fmt::format("/{}", p.rows);
+    if (!seen.insert(key).second) return;
+    nlohmann::json j = {{"name", name},
+                        {"type", std::string(ggml_type_name(type))},
+                        {"cols", cols},
+                        {"parts", nlohmann::json::array()}};
+    for (const Part& p : parts) j["parts"].push_back({{"name", p.name}, {"rows", p.rows}});
+    j["variants"] =
+        fusable ? std::vector<std::string>{"fused", "unfused"} : std::vector<std::string>{"single"};
+    out.push_back(std::move(j));
+  };
+  for (QuantRecipe recipe : {QuantRecipe::q4_k, QuantRecipe::q4_k_m}) {
+    const auto specs = model_tensors(config, recipe);
+    std::map<int64_t, std::map<std::string, const TensorSpec*>> by_layer;
+    for (const TensorSpec& s : specs) {
+      if (s.type == GgmlType::F32 || s.name.rfind("blk.", 0) != 0) continue;  // lm_head is chunked: issue 4
+      by_layer[std::stoll(s.name.substr(4))][kind_of(s.name)] = &s;
+    }
+    for (const auto& [layer, kinds] : by_layer) {
+      std::set<std::string> grouped;
+      for (const auto& group : fusion_groups()) {
+        std::vector<const TensorSpec*> members;
+        for (const auto& k : group) {
+          if (auto it = kinds.find(k); it != kinds.end()) members.push_back(it->second);
+        }
+        if (members.size() != group.size() || grouped.count(group.front())) continue;
+        const bool same = std::all_of(members.begin(), members.end(), [&](const TensorSpec* m) {
+          return m->type == members.front()->type && m->ne[0] == members.front()->ne[0] && m->ne.size() == 2;
+        });
+        if (!same) continue;
+        std::vector<Part> parts;
+        std::string name;
+        for (const TensorSpec* m : members) {
+          parts.push_back({kind_of(m->name), m->n_rows()});
+          name += (name.empty() ? "" : "+") + kind_of(m->name);
+          grouped.insert(kind_of(m->name));
+        }
+        add(name, members.front()->type, members.front()->ne[0], parts, true);
+      }
+      if (recipe != QuantRecipe::q4_k_m) continue;
+      for (const auto& [kind, spec] : kinds) {
+        add(kind, spec->type, spec->ne[0], {{kind, spec->n_rows()}}, false);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+KernelDef make_dequant_bf16_kernel() {
+  KernelDef k;
+  k.name = "dequant_bf16";
+  k.description =
+      "ggml blocks -> bf16 (prefill baseline's dequant); fused = one launch over row-concatenated groups";
+  k.phases = {Phase::prefill};
+  k.variants = {"fused", "unfused", "single"};
+  k.layouts = {"ggml"};
+  k.depends_on_tokens = false;
+  k.depends_on_context = false;
+  k.twin_of = [](const std::string& v) -> std::optional<std::string> {
+    if (v == "fused") return "unfused";
+    return std::nullopt;
+  };
+  k.instances = dequant_instances;
+  k.make = [](const CaseParams& p) { return std::make_unique<DequantBf16Case>(p); };
+  k.tolerance = [](const std::string& against) { return kernel_tolerance("dequant_bf16", against); };
+  return k;
+}
+
+}  // namespace fb

@@ -1,0 +1,132 @@
+// The CUDA timers against a kernel of known duration: it sleeps until the global timer has advanced
+// by a set amount, so the right answer is known without trusting any other clock.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <stdexcept>
+
+#include <cuda_runtime_api.h>
+
+#include "harness/device/device_info.h"
+#include "harness/timing/timing.h"
+#include "kernels/common/cuda_check.h"
+
+namespace fb {
+namespace {
+
+__device__ uint64_t global_timer_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// __nanosleep alone is only approximate ([0, 2t] per the guide), so sleep in short steps and stop
+// on %globaltimer, which counts real nanoseconds.
+__global__ void sleep_kernel(uint64_t ns) {
+  const uint64_t start = global_timer_ns();
+  while (global_timer_ns() - start < ns) __nanosleep(1000);
+}
+
+constexpr double kSleepMs = 1.0;
+
+void launch_sleep(cudaStream_t s, double ms) {
+  sleep_kernel<<<1, 1, 0, s>>>(static_cast<uint64_t>(ms * 1e6));
+}
+
+class CudaTiming : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = cuda_device_unavailable_reason()) GTEST_SKIP() << *why;
+  }
+  TimingOptions quick() const {
+    TimingOptions o;
+    o.min_samples = 20;
+    o.min_seconds = 0.05;
+    return o;
+  }
+};
+
+void expect_sleep_timing(const Timing& t, double expect_ms) {
+  EXPECT_GE(t.samples.size(), 20u);
+  EXPECT_GE(t.summary.median_ms, 0.9 * expect_ms);
+  EXPECT_LE(t.summary.median_ms, 1.5 * expect_ms);
+  EXPECT_GE(t.summary.p25_ms, 0.0);
+  EXPECT_LE(t.summary.p25_ms, t.summary.median_ms);
+  EXPECT_LE(t.summary.median_ms, t.summary.p75_ms);
+}
+
+TEST_F(CudaTiming, HotMedianMatchesKnownDuration) {
+  Stream s;
+  const Timing t = time_cuda([](cudaStream_t st) { launch_sleep(st, kSleepMs); }, s.get(), quick());
+  EXPECT_EQ(t.method, "cuda-events");
+  EXPECT_FALSE(t.cold);
+  EXPECT_TRUE(t.launch_gated);
+  expect_sleep_timing(t, kSleepMs);
+}
+
+TEST_F(CudaTiming, ColdFlushesAndStillTimesOnlyTheWork) {
+  Stream s;
+  TimingOptions o = quick();
+  o.cold = true;
+  const Timing t = time_cuda([](cudaStream_t st) { launch_sleep(st, kSleepMs); }, s.get(), o);
+  EXPECT_TRUE(t.cold);
+  expect_sleep_timing(t, kSleepMs);  // the flush memset is outside the events
+}
+
+TEST_F(CudaTiming, GraphReplayTimesTheWholeCapture) {
+  Stream s;
+  for (bool cold : {false, true}) {
+    TimingOptions o = quick();
+    o.cold = cold;
+    const Timing t = time_cuda_graph(
+        [](cudaStream_t st) {
+          launch_sleep(st, kSleepMs / 2);
+          launch_sleep(st, kSleepMs / 2);
+        },
+        s.get(), o);
+    EXPECT_EQ(t.method, "cuda-graph-replay");
+    EXPECT_EQ(t.cold, cold);
+    expect_sleep_timing(t, kSleepMs);
+  }
+}
+
+TEST_F(CudaTiming, LauncherThatSynchronizesDoesNotDeadlock) {
+  Stream s;
+  const Timing t = time_cuda(
+      [](cudaStream_t st) {
+        launch_sleep(st, kSleepMs);
+        FB_CUDA_CHECK(cudaStreamSynchronize(st));
+      },
+      s.get(), quick());
+  EXPECT_FALSE(t.launch_gated);  // the gate timed out once, then gating stopped
+  expect_sleep_timing(t, kSleepMs);
+}
+
+TEST_F(CudaTiming, SmClockIsRecordedWhenNvmlIsThere) {
+  int dev = 0;
+  FB_CUDA_CHECK(cudaGetDevice(&dev));
+  if (!read_sm_clock(dev)) GTEST_SKIP() << "NVML not available";
+  Stream s;
+  const Timing t = time_cuda([](cudaStream_t st) { launch_sleep(st, 0.1); }, s.get(), quick());
+  for (const Sample& x : t.samples) EXPECT_GT(x.sm_clock_mhz, 0u);
+}
+
+TEST_F(CudaTiming, LauncherErrorPropagatesAndStreamStaysUsable) {
+  Stream s;
+  TimingOptions o = quick();
+  o.warmup = 0;
+  int calls = 0;
+  auto failing = [&](cudaStream_t st) {
+    launch_sleep(st, 0.01);
+    if (++calls == 3) throw std::runtime_error("launcher failed");
+  };
+  EXPECT_THROW(time_cuda(failing, s.get(), o), std::runtime_error);
+  calls = 0;
+  EXPECT_THROW(time_cuda_graph([](cudaStream_t) { throw std::runtime_error("x"); }, s.get(), o),
+               std::runtime_error);
+  const Timing t = time_cuda([](cudaStream_t st) { launch_sleep(st, kSleepMs); }, s.get(), quick());
+  expect_sleep_timing(t, kSleepMs);
+}
+
+}  // namespace
+}  // namespace fb
