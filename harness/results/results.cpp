@@ -129,7 +129,9 @@ nlohmann::json to_json(const RunEnv& env) {
 void write_json_atomically(const std::filesystem::path& path, const nlohmann::json& doc) {
   // Serialize before touching the file system: dump() throws on invalid UTF-8, and a throw here must
   // leave nothing behind. NaN/Inf become null (nlohmann's behaviour, and what the schema expects).
-  const std::string text = doc.dump(2) + "\n";
+  // Compact: a bench run keeps every sample (tens of thousands of numbers), which indentation would
+  // put one per line and triple the size; `python3 -m json.tool` pretty-prints on demand.
+  const std::string text = doc.dump() + "\n";
 
   auto fail = [&](const char* what, int err) -> std::runtime_error {
     return std::runtime_error(

@@ -100,8 +100,7 @@ std::string repro(const RunOptions& o, const Planned& p, const std::string& vari
       fmt::format("{} {} --scenario '{}' --kernel {} --variant {} --seed {}", o.argv0,
                   o.bench ? "bench" : "check", p.scenario->name, p.kernel->name, variant, p.seed);
   if (p.context) cmd += fmt::format(" --context {}", p.context);
-  if (p.instance.contains("name"))
-    cmd += fmt::format(" --instance '{}'", p.instance["name"].get<std::string>());
+  if (p.instance.contains("id")) cmd += fmt::format(" --instance '{}'", p.instance["id"].get<std::string>());
   return cmd;
 }
 
@@ -166,11 +165,11 @@ std::vector<Planned> plan(const std::vector<Scenario>& scenarios, const RunOptio
         });
       }
       for (const auto& inst : instances) {
-        if (!o.filters.instances.empty() &&
-            std::find(o.filters.instances.begin(), o.filters.instances.end(),
-                      inst.value("name", std::string())) == o.filters.instances.end()) {
-          continue;
-        }
+        auto listed = [&](const char* key) {
+          return std::find(o.filters.instances.begin(), o.filters.instances.end(),
+                           inst.value(key, std::string())) != o.filters.instances.end();
+        };
+        if (!o.filters.instances.empty() && !listed("name") && !listed("id")) continue;
         const std::vector<std::string> available =
             inst.contains("variants") ? inst["variants"].get<std::vector<std::string>>() : k->variants;
         // An instance with a single form (nothing to fuse) always runs: the scenario's variant list
@@ -235,7 +234,7 @@ RunReport run_scenarios(const std::vector<Scenario>& scenarios, const RunOptions
       r.backend = gpu ? "cuda" : "cpu-reference";
       if (o.progress) {
         o.progress(fmt::format("[{}/{}] {} {} {} {}{}", index, total, p.scenario->name, p.kernel->name,
-                               p.instance.value("name", std::string()), variant,
+                               p.instance.value("id", p.instance.value("name", std::string())), variant,
                                p.context ? fmt::format(" ctx {}", p.context) : std::string()));
       }
       try {

@@ -110,7 +110,7 @@ TEST(Runner, CpuOnlyRunsReferencesAndSaysWhatItSkipped) {
     EXPECT_EQ(c.verdict, Verdict::pass) << c.error;
     for (const auto& cmp : c.comparisons) EXPECT_TRUE(cmp.metrics.bit_exact) << cmp.against;
     EXPECT_EQ(c.backend, "cpu-reference");
-    EXPECT_NE(c.repro.find("--instance 'ffn_gate+ffn_up'"), std::string::npos) << c.repro;
+    EXPECT_NE(c.repro.find("--instance 'ffn_gate+ffn_up@1024x256'"), std::string::npos) << c.repro;
   }
   ASSERT_FALSE(r.notes.empty());
   EXPECT_NE(r.notes[0].find("no GPU in this test"), std::string::npos) << r.notes[0];

@@ -62,9 +62,12 @@ class DequantBf16Case final : public KernelCase {
   nlohmann::json shape() const override {
     nlohmann::json parts = nlohmann::json::array();
     for (const Part& p : m_parts) parts.push_back({{"name", p.name}, {"rows", p.rows}});
-    return {{"tensor", m_name}, {"type", std::string(ggml_type_name(m_type))},
-            {"rows", m_rows},   {"cols", m_cols},
-            {"parts", parts},   {"launches", launches()}};
+    return {{"tensor", fmt::format("{}@{}x{}", m_name, m_rows, m_cols)},
+            {"type", std::string(ggml_type_name(m_type))},
+            {"rows", m_rows},
+            {"cols", m_cols},
+            {"parts", parts},
+            {"launches", launches()}};
   }
   uint64_t bytes() const override { return m_weights.size() + static_cast<uint64_t>(m_rows * m_cols) * 2; }
   uint64_t flops() const override { return 2ull * static_cast<uint64_t>(m_rows * m_cols); }
@@ -187,7 +190,12 @@ std::vector<nlohmann::json> dequant_instances(const ModelConfig& config, Phase p
     std::string key = fmt::format("{}/{}/{}", name, ggml_type_name(type), cols);
     for (const Part& p : parts) key += fmt::format("/{}", p.rows);
     if (!seen.insert(key).second) return;
+    int64_t rows = 0;
+    for (const Part& p : parts) rows += p.rows;
+    // The same tensor kind can have several shapes (gemma4's sliding vs full layers): the id, which
+    // --instance and the reproducers use, carries the shape.
     nlohmann::json j = {{"name", name},
+                        {"id", fmt::format("{}@{}x{}", name, rows, cols)},
                         {"type", std::string(ggml_type_name(type))},
                         {"cols", cols},
                         {"parts", nlohmann::json::array()}};
