@@ -25,6 +25,13 @@
 #include "reference/formats/half.h"
 #include "reference/formats/host_device.h"
 
+// #pragma unroll for nvcc only: the host compiler of the CPU test warns on it.
+#if defined(__CUDACC__)
+#define FB_DEQ_UNROLL _Pragma("unroll")
+#else
+#define FB_DEQ_UNROLL
+#endif
+
 namespace fb::cuda::detail {
 
 FB_HOST_DEVICE inline float fmul_rn(float a, float b) {
@@ -172,7 +179,7 @@ FB_HOST_DEVICE inline void ldg_words(const uint8_t* p, uint32_t* w) {
     w[0] = v.x, w[1] = v.y;
   } else {
     static_assert(kWords % 4 == 0, "1, 2 or a multiple of 4 words");
-#pragma unroll
+    FB_DEQ_UNROLL
     for (int i = 0; i < kWords; i += 4) {
       const uint4 v = __ldg(reinterpret_cast<const uint4*>(p) + i / 4);
       w[i] = v.x, w[i + 1] = v.y, w[i + 2] = v.z, w[i + 3] = v.w;
@@ -185,7 +192,7 @@ FB_HOST_DEVICE inline void ldg_words(const uint8_t* p, uint32_t* w) {
 // Words of a 2-byte-aligned run (Q6_K, Q8_0 blocks), as halves.
 template <int kWords>
 FB_HOST_DEVICE inline void ldg_words_a2(const uint8_t* p, uint32_t* w) {
-#pragma unroll
+  FB_DEQ_UNROLL
   for (int i = 0; i < kWords; ++i) w[i] = ldg_u16(p + 4 * i) | (ldg_u16(p + 4 * i + 2) << 16);
 }
 
@@ -248,12 +255,13 @@ struct DecodeQ4K {
     const float d1 = mul_x86(half_to_float(r.h[0] & 0xFFFFu), static_cast<float>(sc));
     const float m1 = mul_x86(half_to_float(r.h[0] >> 16), static_cast<float>(m));
     const bool clean = is_finite(d1) && is_finite(m1);
-#pragma unroll
+    FB_DEQ_UNROLL
     for (int i = 0; i < N / 4; ++i) {
       const uint32_t w = (r.q[i] >> (4 * (sub & 1))) & 0x0F0F0F0Fu;
       if (clean) {
-#pragma unroll
-        for (int k = 0; k < 4; ++k) v[4 * i + k] = fsub_rn(fmul_rn(d1, fsub_rn(byte_magic(w, k), kMagic)), m1);
+        FB_DEQ_UNROLL
+        for (int k = 0; k < 4; ++k)
+          v[4 * i + k] = fsub_rn(fmul_rn(d1, fsub_rn(byte_magic(w, k), kMagic)), m1);
       } else {
         for (int k = 0; k < 4; ++k) v[4 * i + k] = mul_sub_x86(d1, fsub_rn(byte_magic(w, k), kMagic), m1);
       }
@@ -307,13 +315,14 @@ struct DecodeQ5K {
     const float d1 = mul_x86(half_to_float(r.h[0] & 0xFFFFu), static_cast<float>(sc));
     const float m1 = mul_x86(half_to_float(r.h[0] >> 16), static_cast<float>(m));
     const bool clean = is_finite(d1) && is_finite(m1);
-#pragma unroll
+    FB_DEQ_UNROLL
     for (int i = 0; i < N / 4; ++i) {
       const uint32_t w =
           ((r.q[i] >> (4 * (sub & 1))) & 0x0F0F0F0Fu) | (((r.qh[i] >> sub) & 0x01010101u) << 4);
       if (clean) {
-#pragma unroll
-        for (int k = 0; k < 4; ++k) v[4 * i + k] = fsub_rn(fmul_rn(d1, fsub_rn(byte_magic(w, k), kMagic)), m1);
+        FB_DEQ_UNROLL
+        for (int k = 0; k < 4; ++k)
+          v[4 * i + k] = fsub_rn(fmul_rn(d1, fsub_rn(byte_magic(w, k), kMagic)), m1);
       } else {
         for (int k = 0; k < 4; ++k) v[4 * i + k] = mul_sub_x86(d1, fsub_rn(byte_magic(w, k), kMagic), m1);
       }
@@ -367,16 +376,17 @@ struct DecodeQ6K {
     const float sc = static_cast<float>(static_cast<int8_t>(r.sc));
     const float ds = fmul_rn(d, sc);
     const bool clean = is_finite(ds);
-#pragma unroll
+    FB_DEQ_UNROLL
     for (int i = 0; i < N / 4; ++i) {
-      const uint32_t w =
-          ((r.ql[i] >> (4 * (quarter >> 1))) & 0x0F0F0F0Fu) | (((r.qh[i] >> (2 * quarter)) & 0x03030303u) << 4);
+      const uint32_t w = ((r.ql[i] >> (4 * (quarter >> 1))) & 0x0F0F0F0Fu) |
+                         (((r.qh[i] >> (2 * quarter)) & 0x03030303u) << 4);
       // q - 32 directly: 2^23 + q minus 2^23 + 32.
       if (clean) {
-#pragma unroll
+        FB_DEQ_UNROLL
         for (int k = 0; k < 4; ++k) v[4 * i + k] = fmul_rn(ds, fsub_rn(byte_magic(w, k), kMagic + 32.0f));
       } else {
-        for (int k = 0; k < 4; ++k) v[4 * i + k] = mul_mul_x86(d, sc, fsub_rn(byte_magic(w, k), kMagic + 32.0f));
+        for (int k = 0; k < 4; ++k)
+          v[4 * i + k] = mul_mul_x86(d, sc, fsub_rn(byte_magic(w, k), kMagic + 32.0f));
       }
     }
     return clean;
@@ -416,11 +426,11 @@ struct DecodeQ8_0 {
     (void)e;
     const float d = half_to_float(r.d);
     const bool clean = is_finite(d);
-#pragma unroll
+    FB_DEQ_UNROLL
     for (int i = 0; i < N / 4; ++i) {
       const uint32_t w = r.q[i] ^ 0x80808080u;  // int8 + 128, as unsigned bytes
       if (clean) {
-#pragma unroll
+        FB_DEQ_UNROLL
         for (int k = 0; k < 4; ++k) v[4 * i + k] = fmul_rn(fsub_rn(byte_magic(w, k), kMagic + 128.0f), d);
       } else {
         for (int k = 0; k < 4; ++k) v[4 * i + k] = mul_x86(fsub_rn(byte_magic(w, k), kMagic + 128.0f), d);
@@ -458,7 +468,7 @@ struct DecodePlain {
   template <int N>
   FB_HOST_DEVICE static bool decode(const Raw<N>& r, int e, float* v) {
     (void)e;
-#pragma unroll
+    FB_DEQ_UNROLL
     for (int k = 0; k < N; ++k) {
       v[k] = Derived::from_bits(sizeof(Elem) == 4 ? r.w[k] : (r.w[k / 2] >> (16 * (k & 1))) & 0xFFFFu);
     }

@@ -40,6 +40,41 @@ uint16_t scale_value(std::mt19937_64& rng) {
   }
 }
 
+// The tiled kernel's view: load<N> + decode<N> for every run of N outputs of every 256-output tile,
+// exactly as the lanes call them (bf16: N = 8, f32: N = 4). A clean run must hold no NaN and no
+// subnormal: that is what lets the kernel round it with the hardware's cvt.rn.bf16x2.
+template <class Decoder, int N>
+void check_tiles(const fb::GgmlTypeInfo& info, const std::vector<uint8_t>& bytes,
+                 const std::vector<float>& want) {
+  const int64_t n = static_cast<int64_t>(want.size());
+  ASSERT_EQ(n % 256, 0);
+  int64_t mismatches = 0, unclean = 0, clean_runs = 0;
+  for (int64_t tile = 0; tile < n / 256; ++tile) {
+    const uint8_t* t = bytes.data() + tile * Decoder::kTileBytes;
+    for (int e = 0; e < 256; e += N) {
+      float v[N];
+      const bool clean = Decoder::template decode<N>(Decoder::template load<N>(t, e), e, v);
+      clean_runs += clean;
+      for (int k = 0; k < N; ++k) {
+        const int64_t i = tile * 256 + e + k;
+        const uint32_t got = fb::float_bits(v[k]), exp = fb::float_bits(want[i]);
+        if (got != exp && mismatches++ < 5) {
+          ADD_FAILURE() << info.name << " tiled N=" << N << " element " << i << ": decoder " << std::hex
+                        << got << " reference " << exp << std::dec << ", seed " << kSeed;
+        }
+        const bool special = std::isnan(v[k]) || (v[k] != 0.0f && std::fabs(v[k]) < 1.17549435e-38f);
+        if (clean && special && unclean++ < 5) {
+          ADD_FAILURE() << info.name << " tiled N=" << N << " element " << i << " is " << std::hex << got
+                        << " in a run reported clean";
+        }
+      }
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << info.name << " N=" << N;
+  EXPECT_EQ(unclean, 0) << info.name << " N=" << N;
+  EXPECT_GT(clean_runs, 0) << info.name << " N=" << N;  // the fast path was exercised too
+}
+
 template <class Decoder>
 void check_type(GgmlType type, std::vector<size_t> scale_offsets) {
   const fb::GgmlTypeInfo& info = fb::ggml_type_info(type);
@@ -73,6 +108,8 @@ void check_type(GgmlType type, std::vector<size_t> scale_offsets) {
     }
   }
   EXPECT_EQ(mismatches, 0) << info.name;
+  check_tiles<Decoder, 4>(info, bytes, want);
+  check_tiles<Decoder, 8>(info, bytes, want);
 }
 
 TEST(DequantDecoders, Q4KMatchesReference) {
@@ -102,6 +139,47 @@ TEST(DequantDecoders, HalfTypesMatchReferenceForEveryPattern) {
     ASSERT_EQ(fb::float_bits(d::DecodeBF16::one(all[i])), fb::float_bits(want[i]))
         << "bf16 0x" << std::hex << i;
   }
+}
+
+TEST(DequantDecoders, HalfToFloatMatchesReferenceForEveryPattern) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    ASSERT_EQ(fb::float_bits(d::half_to_float(h)), fb::float_bits(fb::fp16_to_fp32(static_cast<uint16_t>(h))))
+        << "0x" << std::hex << h;
+  }
+}
+
+// Plain types through load<N>/decode<N>, every 16-bit pattern and random f32 bits (NaNs included).
+template <class Decoder, int N>
+void check_plain_tiles(GgmlType type, const std::vector<uint8_t>& bytes) {
+  const int64_t n = static_cast<int64_t>(bytes.size() / sizeof(typename Decoder::Block));
+  std::vector<float> want(n);
+  fb::dequantize(type, bytes.data(), want.data(), n);
+  for (int64_t tile = 0; tile < n / 256; ++tile) {
+    for (int e = 0; e < 256; e += N) {
+      float v[N];
+      const bool clean = Decoder::template decode<N>(
+          Decoder::template load<N>(bytes.data() + tile * Decoder::kTileBytes, e), e, v);
+      ASSERT_FALSE(clean);
+      for (int k = 0; k < N; ++k) {
+        ASSERT_EQ(fb::float_bits(v[k]), fb::float_bits(want[tile * 256 + e + k]))
+            << fb::ggml_type_info(type).name << " N=" << N << " element " << tile * 256 + e + k;
+      }
+    }
+  }
+}
+
+TEST(DequantDecoders, PlainTilesMatchReference) {
+  std::vector<uint8_t> halves(65536 * 2);
+  for (uint32_t i = 0; i < 65536; ++i) std::memcpy(halves.data() + 2 * i, &i, 2);
+  check_plain_tiles<d::DecodeF16, 4>(GgmlType::F16, halves);
+  check_plain_tiles<d::DecodeF16, 8>(GgmlType::F16, halves);
+  check_plain_tiles<d::DecodeBF16, 4>(GgmlType::BF16, halves);
+  check_plain_tiles<d::DecodeBF16, 8>(GgmlType::BF16, halves);
+  std::mt19937_64 rng(kSeed);
+  std::vector<uint8_t> words(4 * 256 * 64);
+  for (auto& b : words) b = static_cast<uint8_t>(rng());
+  check_plain_tiles<d::DecodeF32, 4>(GgmlType::F32, words);
+  check_plain_tiles<d::DecodeF32, 8>(GgmlType::F32, words);
 }
 
 // The rules the GPU path emulates, written out so a change is a visible decision.

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <cstring>
@@ -15,12 +16,22 @@ namespace {
 
 using namespace fb::cuda::detail;
 
-// Each thread produces 4 consecutive outputs: one 16-byte store (fp32) or 8-byte store (bf16), so a
-// warp writes 512 or 256 contiguous bytes per instruction. Output bytes dominate the traffic (fp32:
-// 7x the Q4_K input), so the layout is chosen for the stores; block headers are re-read per thread
-// from L1.
+// Two kernels. The tiled one (the fast path, taken when the source meets the decoder's kSrcAlign and
+// the destination is 16-byte aligned) gives each warp whole 256-output tiles:
+//  - bf16: lane l decodes outputs 8l..8l+7 and writes them with one 16-byte store, so each store
+//    instruction of a warp covers 512 contiguous bytes;
+//  - f32: lane l decodes 4l..4l+3 and 128+4l..128+4l+3, two 16-byte stores, again 512 contiguous
+//    bytes per instruction.
+// Each warp loads kUnroll tiles before decoding any (block headers are one broadcast 16-byte load per
+// lane, quants 4 or 8 bytes), and walks the tensor grid-stride with a grid sized to one full wave of
+// resident CTAs, so there is no tail of half-empty waves and no per-thread launch overhead. The
+// per-output work is a PRMT + FADD to get the quant as a float, the reference's two rounded ops, and
+// (bf16) half a cvt.rn.bf16x2: the kernels were instruction-bound, not memory-bound, at 4 outputs a
+// thread. The simple kernel (one thread, 4 outputs, byte loads) covers any alignment the API allows.
 constexpr int kThreads = 256;
 constexpr int kPerThread = 4;
+constexpr int kTile = 256;
+constexpr int kWarpsPerCta = kThreads / 32;
 
 // ---- stores --------------------------------------------------------------------------------------
 
@@ -47,7 +58,45 @@ __device__ __forceinline__ void store(__nv_bfloat16* dst, const float v[4], int6
   for (int k = 0; k < 4 && k < remaining; ++k) out[k] = static_cast<uint16_t>(b[k]);
 }
 
-// ---- kernel --------------------------------------------------------------------------------------
+// 16 bytes in one st.global.v4. Written out because NVVM split a plain float4/uint4 store of the
+// first unrolled tile into four 32-bit stores (seen in the PTX), halving the bytes per instruction.
+__device__ __forceinline__ void st_v4(void* dst, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "r"(a), "r"(b), "r"(c), "r"(d)
+               : "memory");
+}
+
+// Tiled kernel: one run of 4 floats, one 16-byte store.
+__device__ __forceinline__ void store_run(float* dst, const float (&v)[4], bool) {
+  st_v4(dst, __float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]), __float_as_uint(v[3]));
+}
+
+// One run of 8 bf16, one 16-byte store. `clean` runs hold no NaN and no subnormal, where
+// cvt.rn.bf16x2.f32 (two outputs per instruction) is the same round-to-nearest-even as
+// fb::fp32_to_bf16; otherwise the integer conversion keeps the reference's NaN rule.
+__device__ __forceinline__ void store_run(__nv_bfloat16* dst, const float (&v)[8], bool clean) {
+  uint32_t p[4];
+  if (clean) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      // The first source operand goes to the upper half.
+      asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(p[i]) : "f"(v[2 * i + 1]), "f"(v[2 * i]));
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      p[i] = static_cast<uint32_t>(fp32_to_bf16(v[2 * i])) |
+             (static_cast<uint32_t>(fp32_to_bf16(v[2 * i + 1])) << 16);
+    }
+  }
+  st_v4(dst, p[0], p[1], p[2], p[3]);
+}
+
+__device__ __forceinline__ void store_one(float* dst, float v) { *dst = v; }
+__device__ __forceinline__ void store_one(__nv_bfloat16* dst, float v) {
+  *reinterpret_cast<uint16_t*>(dst) = fp32_to_bf16(v);
+}
+
+// ---- kernels -------------------------------------------------------------------------------------
 
 template <class Decoder, class Out, bool kVec>
 __global__ void __launch_bounds__(kThreads)
@@ -65,12 +114,91 @@ __global__ void __launch_bounds__(kThreads)
   store<kVec>(dst + first, v, n - first);
 }
 
+// Runs a lane owns in a tile: bf16 one of 8, f32 two of 4 half a tile apart (see the top).
+template <class Out>
+struct Runs {
+  static constexpr int kCount = sizeof(Out) / 2;
+  static constexpr int kLen = 8 / kCount;
+  static constexpr int kStride = kTile / kCount;
+};
+
+template <class Decoder>
+constexpr int unroll_of() {
+  return 2;  // tiles in flight per warp: 2 x 144 B (Q4_K) .. 2 x 1 KiB (F32) of loads
+}
+
+template <class Decoder, class Out, int kUnroll>
+__global__ void __launch_bounds__(kThreads)
+    dequantize_tiles(const uint8_t* __restrict__ src, Out* __restrict__ dst, int64_t n, int64_t n_items) {
+  using R = Runs<Out>;
+  using Raw = typename Decoder::template Raw<R::kLen>;
+  const int lane = threadIdx.x & 31;
+  const int64_t n_warps = static_cast<int64_t>(gridDim.x) * kWarpsPerCta;
+  for (int64_t item = static_cast<int64_t>(blockIdx.x) * kWarpsPerCta + (threadIdx.x >> 5); item < n_items;
+       item += n_warps) {
+    // Every load of the item first, so kUnroll * kCount independent requests are in flight.
+    Raw raw[kUnroll][R::kCount];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t tile = item * kUnroll + u;
+#pragma unroll
+      for (int r = 0; r < R::kCount; ++r) {
+        const int e = r * R::kStride + lane * R::kLen;
+        if (tile * kTile + e + R::kLen <= n) {
+          raw[u][r] = Decoder::template load<R::kLen>(src + tile * Decoder::kTileBytes, e);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t tile = item * kUnroll + u;
+#pragma unroll
+      for (int r = 0; r < R::kCount; ++r) {
+        const int e = r * R::kStride + lane * R::kLen;
+        const int64_t first = tile * kTile + e;
+        if (first + R::kLen <= n) {
+          float v[R::kLen];
+          const bool clean = Decoder::template decode<R::kLen>(raw[u][r], e, v);
+          store_run(dst + first, v, clean);
+        } else if constexpr (Decoder::kBlockElems == 1) {
+          // The tensor's last, partial run (block types end on a multiple of 32 outputs).
+          const auto* elems = reinterpret_cast<const typename Decoder::Block*>(src);
+          for (int64_t i = first; i < n; ++i) store_one(dst + i, Decoder::one(elems[i]));
+        }
+      }
+    }
+  }
+}
+
 template <class Decoder, class Out>
 void launch(const void* d_src, Out* d_dst, int64_t n, cudaStream_t stream) {
+  const auto* src = static_cast<const typename Decoder::Block*>(d_src);
+  const bool tiled = reinterpret_cast<uintptr_t>(d_src) % Decoder::kSrcAlign == 0 &&
+                     reinterpret_cast<uintptr_t>(d_dst) % 16 == 0;
+  if (tiled) {
+    constexpr int kUnroll = unroll_of<Decoder>();
+    const auto kernel = dequantize_tiles<Decoder, Out, kUnroll>;
+    // One full wave of resident CTAs: cached per kernel (it depends on the kernel and the arch only).
+    static const int ctas_per_sm = [&] {
+      int c = 0;
+      FB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c, kernel, kThreads, 0));
+      return c > 0 ? c : 1;
+    }();
+    int device = 0, sms = 0;
+    FB_CUDA_CHECK(cudaGetDevice(&device));
+    FB_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    const int64_t n_tiles = (n + kTile - 1) / kTile;
+    const int64_t n_items = (n_tiles + kUnroll - 1) / kUnroll;
+    const int64_t ctas = std::min<int64_t>((n_items + kWarpsPerCta - 1) / kWarpsPerCta,
+                                           static_cast<int64_t>(sms) * ctas_per_sm);
+    kernel<<<static_cast<unsigned>(ctas), kThreads, 0, stream>>>(static_cast<const uint8_t*>(d_src), d_dst, n,
+                                                                 n_items);
+    FB_CUDA_CHECK_LAUNCH();
+    return;
+  }
   const int64_t threads = (n + kPerThread - 1) / kPerThread;
   const int64_t blocks = (threads + kThreads - 1) / kThreads;
   if (blocks > INT_MAX) throw std::invalid_argument("fb::cuda::dequantize: tensor too large for one launch");
-  const auto* src = static_cast<const typename Decoder::Block*>(d_src);
   const bool vec = reinterpret_cast<uintptr_t>(d_dst) % (kPerThread * sizeof(Out)) == 0;
   if (vec) {
     dequantize_kernel<Decoder, Out, true>
