@@ -15,6 +15,8 @@ const char* to_string(CheckStatus s) {
 }
 
 nlohmann::json to_json(const Metrics& m) {
+  nlohmann::json ulps = nlohmann::json::object();
+  for (const auto& [bucket, count] : m.ulp_histogram) ulps[std::to_string(bucket)] = count;
   return {{"n", m.n},
           {"bit_exact", m.bit_exact},
           {"mismatches", m.mismatches},
@@ -23,7 +25,8 @@ nlohmann::json to_json(const Metrics& m) {
           {"max_abs_index", m.max_abs_index},
           {"max_rel", m.max_rel},
           {"cosine", m.cosine},
-          {"nmse", m.nmse}};
+          {"nmse", m.nmse},
+          {"ulp_histogram", ulps}};
 }
 
 nlohmann::json to_json(const CheckCase& c) {

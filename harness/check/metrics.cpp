@@ -4,9 +4,26 @@
 
 #include <bit>
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 
 namespace fb {
+
+namespace {
+
+// Maps a float's bits onto a line where adjacent floats differ by one (negatives mirrored), so the
+// difference of two keys is their distance in ulps; +0 and -0 are one apart.
+int64_t ordered(float f) {
+  const auto u = static_cast<int64_t>(std::bit_cast<uint32_t>(f));
+  return u & 0x80000000 ? 0x80000000 - u - 1 : u;
+}
+
+uint64_t ulp_bucket(float a, float b) {
+  const uint64_t d = static_cast<uint64_t>(std::llabs(ordered(a) - ordered(b)));
+  return std::bit_ceil(d);
+}
+
+}  // namespace
 
 Metrics compare(std::span<const float> ref, std::span<const float> got) {
   if (ref.size() != got.size()) {
@@ -22,11 +39,14 @@ Metrics compare(std::span<const float> ref, std::span<const float> got) {
       m.bit_exact = false;
       ++m.mismatches;
     }
-    if (!std::isfinite(g) && std::isfinite(r)) {
-      ++m.nonfinite;
+    if (!std::isfinite(g) || !std::isfinite(r)) {
+      // NaN/Inf never pass: any non-finite value whose exact bits the other side does not repeat
+      // (a NaN reference with a finite output included) counts, so tolerances cannot hide it.
+      if (std::bit_cast<uint32_t>(ref[i]) != std::bit_cast<uint32_t>(got[i])) ++m.nonfinite;
       continue;
     }
-    if (!std::isfinite(g) || !std::isfinite(r)) continue;
+    if (std::bit_cast<uint32_t>(ref[i]) != std::bit_cast<uint32_t>(got[i]))
+      ++m.ulp_histogram[ulp_bucket(ref[i], got[i])];
     const double d = std::abs(g - r);
     if (d > m.max_abs) {
       m.max_abs = d;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <vector>
 
 namespace fb {
@@ -42,6 +43,26 @@ TEST(Metrics, NanInOutputIsCounted) {
   const Metrics m = compare(ref, got);
   EXPECT_EQ(m.nonfinite, 1u);
   EXPECT_FALSE(m.bit_exact);
+}
+
+TEST(Metrics, NanInReferenceIsCountedUnlessTheBitsMatch) {
+  const std::vector<float> ref = {NAN, 1.0f}, got = {0.0f, 1.0f};
+  EXPECT_EQ(compare(ref, got).nonfinite, 1u) << "a NaN reference must not be skipped silently";
+  EXPECT_EQ(compare(ref, ref).nonfinite, 0u) << "the same NaN bits on both sides are a match";
+  const std::vector<float> inf = {INFINITY}, minf = {-INFINITY};
+  EXPECT_EQ(compare(inf, minf).nonfinite, 1u);
+}
+
+TEST(Metrics, UlpHistogramBucketsByPowersOfTwo) {
+  const float one = 1.0f;
+  const float up1 = std::nextafter(one, 2.0f);
+  const float up3 = std::nextafter(std::nextafter(up1, 2.0f), 2.0f);
+  const std::vector<float> ref = {one, one, one, 0.0f, 2.0f};
+  const std::vector<float> got = {up1, up3, one, -0.0f, 2.0f};
+  const Metrics m = compare(ref, got);
+  // distance 1 -> bucket 1; distance 3 -> bucket 4; +0 vs -0 are adjacent -> bucket 1.
+  EXPECT_EQ(m.ulp_histogram, (std::map<uint64_t, uint64_t>{{1, 2}, {4, 1}}));
+  EXPECT_TRUE(compare(ref, ref).ulp_histogram.empty());
 }
 
 TEST(Metrics, SizeMismatchThrows) {

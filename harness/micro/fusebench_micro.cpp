@@ -1,6 +1,7 @@
 // fusebench_micro: the runner's kernel cases as Google Benchmark entry points, so GB's JSON output
 // and tools/compare.py work on them too. Manual time from CUDA events around the launches only
-// (DESIGN §5); setup, uploads and references stay outside the timed region. Names:
+// (DESIGN §5), gated like `fusebench bench`; setup, uploads and references stay outside the timed
+// region. Names:
 //   <kernel>/<model>/<phase>/<instance id>/<variant>
 // Without a usable GPU each benchmark reports the reason via SkipWithError; --benchmark_list_tests
 // works everywhere.
@@ -12,6 +13,7 @@
 
 #include "harness/device/device_info.h"
 #include "harness/runner/kernel_registry.h"
+#include "harness/timing/timing.h"
 
 #if FUSEBENCH_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -30,29 +32,38 @@ void run_case(benchmark::State& state, const KernelDef* kernel, ModelConfig mode
     return;
   }
 #if FUSEBENCH_WITH_CUDA
-  CaseParams params{&scenario, &model, instance, variant, kernel->layouts.front(), 0, 0, 1};
-  auto kc = kernel->make(params);
-  if (!kc->has_device()) {
-    state.SkipWithError("kernel has no device implementation in this build");
-    return;
+  // Exceptions must not escape a benchmark body (Google Benchmark would terminate): report them.
+  try {
+    CaseParams params{&scenario, &model, instance, variant, kernel->layouts.front(), 0, 0, 1};
+    auto kc = kernel->make(params);
+    if (!kc->has_device()) {
+      state.SkipWithError("kernel has no device implementation in this build");
+      return;
+    }
+    Stream stream;
+    kc->device_setup(stream.get());
+    kc->device_launch(stream.get());  // warm-up
+    // One gated sample per iteration: the same method as `fusebench bench`, so launch latency is
+    // not in the time and the two tools agree.
+    TimingOptions one;
+    one.warmup = 0;
+    one.min_samples = 1;
+    one.max_samples = 1;
+    one.min_seconds = 0.0;
+    auto launch = [&](cudaStream_t s) { kc->device_launch(s); };
+    for (auto _ : state) {
+      const Timing t = time_cuda(launch, stream.get(), one);
+      state.SetIterationTime(t.samples.at(0).ms * 1e-3);
+    }
+    state.SetBytesProcessed(static_cast<int64_t>(kc->bytes()) * state.iterations());
+    if (kc->flops()) {
+      state.counters["flops"] = benchmark::Counter(static_cast<double>(kc->flops()) * state.iterations(),
+                                                   benchmark::Counter::kIsRate);
+    }
+    state.SetLabel(device.name);
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
   }
-  Stream stream;
-  kc->device_setup(stream.get());
-  kc->device_launch(stream.get());  // warm-up
-  Event start, stop;
-  for (auto _ : state) {
-    FB_CUDA_CHECK(cudaEventRecord(start.get(), stream.get()));
-    kc->device_launch(stream.get());
-    FB_CUDA_CHECK(cudaEventRecord(stop.get(), stream.get()));
-    FB_CUDA_CHECK(cudaEventSynchronize(stop.get()));
-    float ms = 0;
-    FB_CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()));
-    state.SetIterationTime(ms * 1e-3);
-  }
-  state.SetBytesProcessed(static_cast<int64_t>(kc->bytes()) * state.iterations());
-  state.counters["flops"] =
-      benchmark::Counter(static_cast<double>(kc->flops()) * state.iterations(), benchmark::Counter::kIsRate);
-  state.SetLabel(device.name);
 #endif
 }
 

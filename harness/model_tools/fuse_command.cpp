@@ -28,6 +28,12 @@ void write_fused(const GgufFile& file, const FusionPlan& plan, const std::string
   std::map<std::string, const FusionDecision*> first_part;
   std::set<std::string> absorbed;
   GgufArray recipe{GgufValueType::STRING, std::vector<std::string>{}};
+  // Keep how earlier passes fused: a fused tensor in the input still needs its split recipe.
+  if (const GgufValue* old = file.find("fusebench.fusions");
+      old && old->as_array() && old->as_array()->elem_type == GgufValueType::STRING) {
+    std::get<std::vector<std::string>>(recipe.values) =
+        std::get<std::vector<std::string>>(old->as_array()->values);
+  }
   for (const FusionDecision& d : plan.decisions) {
     if (!d.fused) continue;
     first_part[d.group.parts.front()] = &d;
@@ -78,7 +84,13 @@ void run_fuse(const FuseArgs& a) {
   }
   for (const std::string& line : plan.summary()) fmt::print("{}\n", line);
   if (!a.out.empty()) {
-    write_fused(*file, plan, a.out);
+    try {
+      write_fused(*file, plan, a.out);
+    } catch (const std::system_error& e) {
+      throw CliError(kExitIo, fmt::format("writing {}: {}", a.out, e.what()));
+    } catch (const std::runtime_error& e) {
+      throw CliError(kExitIo, fmt::format("writing {}: {}", a.out, e.what()));
+    }
     fmt::print("wrote {}\n", a.out);
   }
 }

@@ -53,6 +53,7 @@ void add_filter_options(CLI::App* cmd, RunArgs& a) {
   cmd->add_option("--instance", a.filters.instances, "only this kernel instance, e.g. ffn_gate+ffn_up");
   cmd->add_option("--variant", a.filters.variants, "only this variant (its unfused twin still runs)");
   cmd->add_option("--seed", a.filters.seeds, "replace the scenarios' seeds (repeatable)");
+  cmd->add_option("--tokens", a.filters.tokens, "only this T (tokens per step; repeatable)");
   cmd->add_option("--scenario-dir", a.scenario_dir,
                   "directory of scenario .toml files (default: scenarios/)");
   cmd->add_option("--json", a.json, "write the results JSON here (atomically; schema results/schema)");
@@ -142,7 +143,11 @@ int finish(const std::vector<CaseResult>& cases, const std::vector<std::string>&
       throw CliError(kExitInternal,
                      fmt::format("results document fails its own schema: {}", problems.front()));
     }
-    write_json_atomically(json, doc);
+    try {
+      write_json_atomically(json, doc);
+    } catch (const std::runtime_error& e) {
+      throw CliError(kExitIo, e.what());
+    }
     fmt::print(stderr, "{}: wrote {}\n", kind, json);
   }
   if (failed) throw CliError(kExitCheckFailed, fmt::format("{} case(s) failed", failed));
@@ -184,13 +189,20 @@ void run(const RunArgs& a, bool bench, int argc, const char* const* argv) {
     auto wanted = [&](const char* s) { return sections.empty() || sections.count(s); };
     const auto work = std::filesystem::temp_directory_path() / fmt::format("fusebench-check-{}", ::getpid());
     std::filesystem::create_directories(work);
+    // Removed however the sections end: the tiny models must not pile up in /tmp.
+    struct RemoveDir {
+      std::filesystem::path p;
+      ~RemoveDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(p, ec);
+      }
+    } cleanup{work};
     const uint64_t seed = a.filters.seeds.empty() ? 1 : a.filters.seeds.front();
     std::vector<CheckCase> builtin;
     auto append = [&](std::vector<CheckCase> v) { builtin.insert(builtin.end(), v.begin(), v.end()); };
     if (wanted("formats")) append(run_format_checks(seed));
     if (wanted("fusion")) append(run_fusion_checks(seed, work, {a.models.begin(), a.models.end()}));
     if (wanted("gpu") && !a.cpu_only) append(run_gpu_checks(seed));
-    std::filesystem::remove_all(work);
     for (const auto& c : builtin) cases.push_back(from_builtin(c));
   }
   RunOptions opt;
@@ -200,12 +212,18 @@ void run(const RunArgs& a, bool bench, int argc, const char* const* argv) {
   opt.timing.min_samples = a.min_samples;
   opt.filters = args.filters;
   opt.argv0 = argc > 0 ? argv[0] : "fusebench";
+  opt.scenario_dir = a.scenario_dir;
   opt.progress = [](const std::string& line) { fmt::print(stderr, "{}\n", line); };
   RunReport report;
   try {
     report = run_scenarios(scenarios, opt, device, baselines);
   } catch (const std::invalid_argument& e) {
     throw CliError(kExitBadInput, e.what());
+  }
+  // A gate whose filters select nothing must not pass silently (a typo in --kernel would do that).
+  if (report.cases.empty() && a.filters.any()) {
+    for (const auto& n : report.notes) fmt::print(stderr, "note: {}\n", n);
+    throw CliError(kExitUsage, "the filters selected no scenario case (see `fusebench list`)");
   }
   for (auto& c : report.cases) cases.push_back(std::move(c));
   notes.insert(notes.end(), report.notes.begin(), report.notes.end());

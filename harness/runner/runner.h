@@ -24,6 +24,11 @@ struct RunFilters {
   std::vector<std::string> instances;  // exact instance names (e.g. "ffn_gate+ffn_up"); empty = all
   std::vector<std::string> variants;   // exact variant names; empty = all
   std::vector<uint64_t> seeds;         // replaces every scenario's seeds when non-empty
+  std::vector<int64_t> tokens;         // T values; empty = the scenario's
+  bool any() const {
+    return !scenarios.empty() || !kernels.empty() || !contexts.empty() || !tags.empty() ||
+           !instances.empty() || !variants.empty() || !seeds.empty() || !tokens.empty();
+  }
 };
 
 struct RunOptions {
@@ -32,6 +37,7 @@ struct RunOptions {
   TimingOptions timing;
   RunFilters filters;
   std::string argv0 = "fusebench";  // for reproducer command lines
+  std::string scenario_dir;         // non-default --scenario-dir, for reproducer command lines
   // Progress lines ("[3/40] ...") go here; stderr in the CLI.
   std::function<void(const std::string&)> progress;
 };

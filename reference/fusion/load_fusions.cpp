@@ -60,33 +60,17 @@ std::optional<std::pair<int64_t, std::string>> split_layer_name(const std::strin
   return std::make_pair(layer, name.substr(dot + 1));
 }
 
-struct KindRule {
-  FusionKind kind;
-  std::vector<const char*> parts;  // suffixes after "blk.N."
-  const char* fused;
-  const char* optional_last;  // a part whose absence is legitimate (attn_v in gemma4 full layers)
-};
+}  // namespace
 
-const std::vector<KindRule>& kind_rules() {
-  static const std::vector<KindRule> rules = {
-      {FusionKind::gate_up, {"ffn_gate.weight", "ffn_up.weight"}, "ffn_gate_up.weight", nullptr},
-      {FusionKind::qkv,
-       {"attn_q.weight", "attn_k.weight", "attn_v.weight"},
-       "attn_qkv_fused.weight",
-       "attn_v.weight"},
-      {FusionKind::gdn_in_proj,
-       {"attn_qkv.weight", "attn_gate.weight", "ssm_beta.weight", "ssm_alpha.weight"},
-       "gdn_in_proj.weight",
-       nullptr},
-      {FusionKind::shared_gate_up,
-       {"ffn_gate_shexp.weight", "ffn_up_shexp.weight"},
-       "ffn_gate_up_shexp.weight",
-       nullptr},
+const std::vector<FusionRule>& fusion_rules() {
+  static const std::vector<FusionRule> rules = {
+      {FusionKind::gate_up, {"ffn_gate", "ffn_up"}, "ffn_gate_up", ""},
+      {FusionKind::qkv, {"attn_q", "attn_k", "attn_v"}, "attn_qkv_fused", "attn_v"},
+      {FusionKind::gdn_in_proj, {"attn_qkv", "attn_gate", "ssm_beta", "ssm_alpha"}, "gdn_in_proj", ""},
+      {FusionKind::shared_gate_up, {"ffn_gate_shexp", "ffn_up_shexp"}, "ffn_gate_up_shexp", ""},
   };
   return rules;
 }
-
-}  // namespace
 
 std::vector<FusionGroup> find_fusion_groups(const GgufFile& file) {
   std::map<int64_t, std::vector<std::string>> by_layer;
@@ -95,26 +79,26 @@ std::vector<FusionGroup> find_fusion_groups(const GgufFile& file) {
   }
   std::vector<FusionGroup> groups;
   for (const auto& [layer, names] : by_layer) {
-    auto has = [&](const char* suffix) {
-      return std::find(names.begin(), names.end(), suffix) != names.end();
+    auto has = [&](const std::string& kind) {
+      return std::find(names.begin(), names.end(), kind + ".weight") != names.end();
     };
-    for (const KindRule& rule : kind_rules()) {
+    for (const FusionRule& rule : fusion_rules()) {
       // A group exists when any of its parts exists; missing partners are reported by decide.
       // For q+k+v the anchor is attn_q alone, so a GDN layer's attn_gate etc. don't spawn one.
       const bool present = rule.kind == FusionKind::qkv
-                               ? has("attn_q.weight")
+                               ? has("attn_q")
                                : std::any_of(rule.parts.begin(), rule.parts.end(), has);
       if (!present) continue;
       FusionGroup g;
       g.kind = rule.kind;
       g.layer = layer;
-      g.fused_name = fmt::format("blk.{}.{}", layer, rule.fused);
-      for (const char* part : rule.parts) {
-        if (rule.optional_last && std::strcmp(part, rule.optional_last) == 0 && !has(part)) {
-          g.note = "no attn_v: V = K";
+      g.fused_name = fmt::format("blk.{}.{}.weight", layer, rule.fused);
+      for (const std::string& part : rule.parts) {
+        if (part == rule.optional_part && !has(part)) {
+          g.note = "no " + part + ": V = K";
           continue;
         }
-        g.parts.push_back(fmt::format("blk.{}.{}", layer, part));
+        g.parts.push_back(fmt::format("blk.{}.{}.weight", layer, part));
       }
       groups.push_back(std::move(g));
     }
@@ -148,7 +132,15 @@ FusionDecision decide_fusion(const GgufFile& file, const FusionGroup& group) {
       return d;
     }
   }
-  auto row_bytes = [](const GgufTensorInfo& t) { return t.nbytes / static_cast<uint64_t>(t.n_rows()); };
+  for (const GgufTensorInfo* t : infos) {
+    if (t->n_rows() == 0 || t->ne[0] == 0) {
+      d.reason = fmt::format("{} is empty ({} x {})", t->name, t->n_rows(), t->ne[0]);
+      return d;
+    }
+  }
+  // From the type and K, not nbytes / rows: the reader accepts zero extents, and this must never
+  // divide by zero on a stranger's file.
+  auto row_bytes = [](const GgufTensorInfo& t) { return ggml_row_bytes(t.ggml_type(), t.ne[0]); };
   for (const GgufTensorInfo* t : infos) {
     if (row_bytes(*t) != row_bytes(first)) {
       d.reason = fmt::format("row bytes differ: {} ({}) has {} B/row, {} ({}) has {} B/row", first.name,

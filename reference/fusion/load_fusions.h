@@ -50,6 +50,17 @@ struct FusionDecision {
   std::string describe() const;  // one line for logs
 };
 
+// The grouping rules by tensor kind ("ffn_gate", ...; the part of a name after "blk.N." without
+// ".weight"), shared with every consumer that needs the same groups (e.g. the runner's dequant
+// cases), so there is one definition of what fuses.
+struct FusionRule {
+  FusionKind kind;
+  std::vector<std::string> parts;  // kinds in output row order
+  std::string fused;               // fused kind
+  std::string optional_part;       // may be absent (attn_v: gemma4's full layers have V = K)
+};
+const std::vector<FusionRule>& fusion_rules();
+
 // Candidate groups found by tensor name, in layer order then kind order.
 std::vector<FusionGroup> find_fusion_groups(const GgufFile& file);
 FusionDecision decide_fusion(const GgufFile& file, const FusionGroup& group);

@@ -147,10 +147,12 @@ TEST_F(LoadFusionsTest, EveryGuardPath) {
                                                  {"blk.4.ffn_up.weight", 20, {256, 4}},
                                                  {"blk.5.ffn_gate.weight", 14, {256, 3}},  // fuses (Q6_K)
                                                  {"blk.5.ffn_up.weight", 14, {256, 5}},
+                                                 {"blk.6.ffn_gate.weight", 12, {256, 0}},  // empty
+                                                 {"blk.6.ffn_up.weight", 12, {256, 0}},
                                              });
   const GgufFile f = GgufFile::open(p);
   const FusionPlan plan = plan_load_fusions(f);
-  ASSERT_EQ(plan.decisions.size(), 6u);
+  ASSERT_EQ(plan.decisions.size(), 7u);
   const char* expected[] = {"blk.0.ffn_up.weight missing", "is 3-D", "K differs", "row bytes differ",
                             "type differs"};
   for (int i = 0; i < 5; ++i) {
@@ -161,8 +163,10 @@ TEST_F(LoadFusionsTest, EveryGuardPath) {
   EXPECT_TRUE(plan.decisions[5].fused) << plan.decisions[5].describe();
   EXPECT_EQ(plan.decisions[5].rows, 8);
   expect_fused_equals_stacked(f, plan.decisions[5]);
-  EXPECT_EQ(plan.summary(), std::vector<std::string>{"fused gate+up on 1 of 6 MLP layers"});
-  EXPECT_EQ(plan.diagnostics().size(), 5u);
+  EXPECT_FALSE(plan.decisions[6].fused);
+  EXPECT_NE(plan.decisions[6].reason.find("empty"), std::string::npos) << plan.decisions[6].reason;
+  EXPECT_EQ(plan.summary(), std::vector<std::string>{"fused gate+up on 1 of 7 MLP layers"});
+  EXPECT_EQ(plan.diagnostics().size(), 6u);
   // Misuse is an error, not a crash.
   EXPECT_THROW(fuse_rows(f, plan.decisions[0]), std::invalid_argument);
   std::vector<uint8_t> small(10);

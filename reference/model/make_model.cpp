@@ -1,8 +1,11 @@
 #include "reference/model/make_model.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <exception>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "reference/formats/quantize.h"
@@ -53,7 +56,8 @@ void generate_tensor_rows(const TensorSpec& spec, uint64_t seed, int64_t row0, i
 
 namespace {
 
-// Runs fn(i) for i in [0, n) on up to `threads` threads.
+// Runs fn(i) for i in [0, n) on up to `threads` threads. The first exception a worker throws is
+// rethrown here after every worker has joined (an exception escaping a std::thread terminates).
 template <class Fn>
 void parallel_for(int64_t n, unsigned threads, Fn&& fn) {
   const unsigned t = static_cast<unsigned>(std::min<int64_t>(threads, n));
@@ -62,13 +66,23 @@ void parallel_for(int64_t n, unsigned threads, Fn&& fn) {
     return;
   }
   std::vector<std::thread> pool;
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  std::atomic<bool> failed{false};
   pool.reserve(t);
   for (unsigned w = 0; w < t; ++w) {
     pool.emplace_back([&, w] {
-      for (int64_t i = w; i < n; i += t) fn(i);
+      try {
+        for (int64_t i = w; i < n && !failed.load(std::memory_order_relaxed); i += t) fn(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+        failed = true;
+      }
     });
   }
   for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "harness/runner/tolerances.h"
 #include "reference/formats/dequantize.h"
 #include "reference/formats/half.h"
+#include "reference/fusion/load_fusions.h"
 #include "reference/model/model_tensors.h"
 #include "reference/util/splitmix.h"
 
@@ -70,7 +71,8 @@ class DequantBf16Case final : public KernelCase {
             {"launches", launches()}};
   }
   uint64_t bytes() const override { return m_weights.size() + static_cast<uint64_t>(m_rows * m_cols) * 2; }
-  uint64_t flops() const override { return 2ull * static_cast<uint64_t>(m_rows * m_cols); }
+  // Memory-bound conversion: no GEMM-comparable flops (a GEMM roofline % would be meaningless).
+  uint64_t flops() const override { return 0; }
 
   std::vector<float> reference() override {
     std::vector<float> out(static_cast<size_t>(m_rows * m_cols));
@@ -169,16 +171,6 @@ std::string kind_of(const std::string& name) {
   return k;
 }
 
-// Fusion groups by tensor kind (the same rules as reference/fusion/load_fusions).
-const std::vector<std::vector<std::string>>& fusion_groups() {
-  static const std::vector<std::vector<std::string>> g = {{"ffn_gate", "ffn_up"},
-                                                          {"attn_q", "attn_k", "attn_v"},
-                                                          {"attn_q", "attn_k"},
-                                                          {"attn_qkv", "attn_gate", "ssm_beta", "ssm_alpha"},
-                                                          {"ffn_gate_shexp", "ffn_up_shexp"}};
-  return g;
-}
-
 std::vector<nlohmann::json> dequant_instances(const ModelConfig& config, Phase phase) {
   if (phase != Phase::prefill) return {};  // decode reads weights in the matvec, never as bf16
   // The uniform recipe makes every fusion group same-typed; the Q4_K_M mix adds the Q6_K/Q5_K
@@ -212,13 +204,19 @@ std::vector<nlohmann::json> dequant_instances(const ModelConfig& config, Phase p
       by_layer[std::stoll(s.name.substr(4))][kind_of(s.name)] = &s;
     }
     for (const auto& [layer, kinds] : by_layer) {
-      std::set<std::string> grouped;
-      for (const auto& group : fusion_groups()) {
+      // The loader's own rules and guards (reference/fusion): a group here is exactly a group that
+      // load-time fusion would produce from a file with these tensors.
+      for (const FusionRule& rule : fusion_rules()) {
         std::vector<const TensorSpec*> members;
-        for (const auto& k : group) {
-          if (auto it = kinds.find(k); it != kinds.end()) members.push_back(it->second);
+        bool complete = true;
+        for (const auto& part : rule.parts) {
+          if (auto it = kinds.find(part); it != kinds.end()) {
+            members.push_back(it->second);
+          } else if (part != rule.optional_part) {
+            complete = false;
+          }
         }
-        if (members.size() != group.size() || grouped.count(group.front())) continue;
+        if (!complete || members.size() < 2) continue;
         const bool same = std::all_of(members.begin(), members.end(), [&](const TensorSpec* m) {
           return m->type == members.front()->type && m->ne[0] == members.front()->ne[0] && m->ne.size() == 2;
         });
@@ -228,7 +226,6 @@ std::vector<nlohmann::json> dequant_instances(const ModelConfig& config, Phase p
         for (const TensorSpec* m : members) {
           parts.push_back({kind_of(m->name), m->n_rows()});
           name += (name.empty() ? "" : "+") + kind_of(m->name);
-          grouped.insert(kind_of(m->name));
         }
         add(name, members.front()->type, members.front()->ne[0], parts, true);
       }
