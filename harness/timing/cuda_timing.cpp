@@ -127,15 +127,23 @@ void sample_loop(Timing& t, const Enqueue& enqueue, cudaStream_t stream, const T
     enqueue();
     stop.record(stream);
     if (gating) gate.open();
+    // Read the clock while the work is in flight as well as after it, so a throttle that happens
+    // during a long sample is seen; a short sample may finish before the first read.
+    const auto during = read_sm_clock(device);
     stop.synchronize();
+    const auto after = read_sm_clock(device);
     // A timed-out gate means the launcher blocked on the stream: this sample's start event may
-    // include launch latency, and later samples would wait out the timeout, so stop gating.
-    if (gating && gate.timed_out()) gating = false;
+    // include launch latency, so it is dropped; later samples would wait out the timeout, so
+    // gating stops.
+    if (gating && gate.timed_out()) {
+      gating = false;
+      continue;
+    }
     Sample s;
     s.ms = stop.elapsed_ms_since(start);
-    if (const auto clk = read_sm_clock(device)) {
-      s.sm_clock_mhz = clk->sm_clock_mhz;
-      s.throttled = clk->throttled;
+    if (during || after) {
+      s.sm_clock_mhz = during ? during->sm_clock_mhz : after->sm_clock_mhz;
+      s.throttled = (during && during->throttled) || (after && after->throttled);
     }
     total_ms += s.ms;
     t.samples.push_back(s);

@@ -29,6 +29,17 @@ __global__ void sleep_kernel(uint64_t ns) {
 
 constexpr double kSleepMs = 1.0;
 
+// Reads every float of a buffer once (grid-stride, coalesced) and writes one sum per block, so its
+// time is dominated by where the buffer lives: L2 (hot) or HBM (cold).
+__global__ void read_kernel(const float4* __restrict__ p, size_t n, float* out) {
+  float acc = 0.0f;
+  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const float4 v = p[i];
+    acc += v.x + v.y + v.z + v.w;
+  }
+  if (acc == 12345.678f) out[blockIdx.x] = acc;  // keeps the loads; never true for the data below
+}
+
 void launch_sleep(cudaStream_t s, double ms) {
   sleep_kernel<<<1, 1, 0, s>>>(static_cast<uint64_t>(ms * 1e6));
 }
@@ -71,6 +82,31 @@ TEST_F(CudaTiming, ColdFlushesAndStillTimesOnlyTheWork) {
   const Timing t = time_cuda([](cudaStream_t st) { launch_sleep(st, kSleepMs); }, s.get(), o);
   EXPECT_TRUE(t.cold);
   expect_sleep_timing(t, kSleepMs);  // the flush memset is outside the events
+}
+
+// The sleep kernel above touches no memory, so it cannot tell a working flush from a no-op one:
+// a buffer that fits in L2 must read measurably slower right after a flush than when warm.
+TEST_F(CudaTiming, ColdIsSlowerThanHotForAnL2SizedRead) {
+  const DeviceInfo d = query_device();
+  ASSERT_GT(d.l2_bytes, 0u);
+  const size_t bytes = d.l2_bytes / 4;  // well inside L2 (H100/H200 L2 is split in two halves)
+  DeviceBuffer<float4> buf(bytes / sizeof(float4));
+  DeviceBuffer<float> out(1024);
+  FB_CUDA_CHECK(cudaMemset(buf.get(), 0x3F, bytes));  // 0.75f-ish values, not zeros
+  Stream stream;
+  auto launch = [&](cudaStream_t s) {
+    read_kernel<<<4 * d.sm_count, 256, 0, s>>>(buf.get(), bytes / sizeof(float4), out.get());
+  };
+  TimingOptions hot;
+  hot.min_samples = 50;
+  hot.min_seconds = 0.05;
+  TimingOptions cold = hot;
+  cold.cold = true;
+  const Timing th = time_cuda(launch, stream.get(), hot);
+  const Timing tc = time_cuda(launch, stream.get(), cold);
+  EXPECT_LT(th.summary.median_ms, 0.9 * tc.summary.median_ms)
+      << "hot " << th.summary.median_ms << " ms vs cold " << tc.summary.median_ms << " ms for " << bytes
+      << " bytes: the L2 flush does not seem to evict the buffer";
 }
 
 TEST_F(CudaTiming, GraphReplayTimesTheWholeCapture) {
