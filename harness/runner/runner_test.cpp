@@ -96,6 +96,7 @@ TEST(Runner, CpuOnlyRunsReferencesAndSaysWhatItSkipped) {
   s.contexts = {64, 256};
   s.variants = {"fused", "unfused"};
   RunOptions o;
+  o.filters.kernels = {"dequant_bf16"};  // other kernels serve prefill too; this test is about one
   o.filters.instances = {"ffn_gate+ffn_up"};
   DeviceInfo none;
   none.unavailable_reason = "no GPU in this test";
@@ -151,7 +152,9 @@ TEST(Runner, NotesWhenNothingApplies) {
   s.tokens = {1};
   s.contexts = {64};
   DeviceInfo none;
-  const RunReport r = run_scenarios({s}, RunOptions{}, none, std::nullopt);
+  RunOptions o;
+  o.filters.kernels = {"dequant_bf16"};  // prefill-only: nothing applies to a decode scenario
+  const RunReport r = run_scenarios({s}, o, none, std::nullopt);
   EXPECT_TRUE(r.cases.empty());
   ASSERT_EQ(r.notes.size(), 1u);
   EXPECT_NE(r.notes[0].find("no kernel"), std::string::npos) << r.notes[0];
