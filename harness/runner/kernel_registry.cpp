@@ -4,9 +4,28 @@ namespace fb {
 
 // Each kernel family defines its KernelDef next to its case code (harness/runner/kernels/).
 KernelDef make_dequant_bf16_kernel();
+KernelDef make_swa_decode_kernel();
+KernelDef make_swa_prefill_kernel();
+std::vector<KernelDef> make_ops_kernels();
+KernelDef make_prefill_gemm_kernel();
+KernelDef make_lm_head_prefill_kernel();
+KernelDef make_matvec_w4a8_kernel();
+KernelDef make_gate_up_act_kernel();
+KernelDef make_tq4_sdpa_kernel();
+KernelDef make_tq4_append_kernel();
 
 const std::vector<KernelDef>& kernel_registry() {
-  static const std::vector<KernelDef> registry = {make_dequant_bf16_kernel()};
+  static const std::vector<KernelDef> registry = [] {
+    std::vector<KernelDef> r = {make_dequant_bf16_kernel(), make_swa_decode_kernel(), make_swa_prefill_kernel()};
+    for (KernelDef& k : make_ops_kernels()) r.push_back(std::move(k));
+    r.push_back(make_prefill_gemm_kernel());
+    r.push_back(make_lm_head_prefill_kernel());
+    r.push_back(make_matvec_w4a8_kernel());
+    r.push_back(make_gate_up_act_kernel());
+    r.push_back(make_tq4_sdpa_kernel());
+    r.push_back(make_tq4_append_kernel());
+    return r;
+  }();
   return registry;
 }
 
