@@ -9,6 +9,7 @@ each timing's sample columns (ms, sm_clock_mhz, throttled) have equal length.
 Exit status: 0 all valid, 1 any invalid or unreadable, 77 jsonschema not installed (CTest: skipped).
 """
 import argparse
+import gzip
 import json
 import pathlib
 import sys
@@ -61,7 +62,9 @@ def main():
     passed = failed = 0
     for path in args.files:
         try:
-            doc = json.loads(path.read_text())
+            # Large bench results are committed gzipped (results/README.md).
+            text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+            doc = json.loads(text)
         except (OSError, ValueError) as e:
             print(f"{path}: FAIL: cannot read: {e}")
             failed += 1
