@@ -23,6 +23,7 @@
 #if FUSEBENCH_WITH_CUDA
 #include <cuda_runtime_api.h>
 
+#include "harness/runner/kernels/guarded_output.h"
 #include "kernels/common/cuda_check.h"
 #include "kernels/dequant/dequantize.cuh"
 #endif
@@ -30,9 +31,6 @@
 namespace fb {
 
 namespace {
-
-constexpr size_t kGuardElems = 64;
-constexpr uint16_t kGuardWord = 0xA5A5;
 
 struct Part {
   std::string name;
@@ -103,13 +101,8 @@ class DequantBf16Case final : public KernelCase {
   bool has_device() const override { return true; }
   void device_setup(cudaStream_t stream) override {
     m_d_weights = DeviceBuffer<uint8_t>(m_weights.size());
-    m_d_out = DeviceBuffer<uint16_t>(static_cast<size_t>(m_rows * m_cols) + kGuardElems);
+    m_d_out = make_guarded_output(static_cast<size_t>(m_rows * m_cols), stream);
     FB_CUDA_CHECK(cudaMemcpyAsync(m_d_weights.get(), m_weights.data(), m_weights.size(),
-                                  cudaMemcpyHostToDevice, stream));
-    // Poison: 0xFFFF is a bf16 NaN, so an element the kernel fails to write cannot pass.
-    FB_CUDA_CHECK(cudaMemsetAsync(m_d_out.get(), 0xFF, static_cast<size_t>(m_rows * m_cols) * 2, stream));
-    const std::vector<uint16_t> guard(kGuardElems, kGuardWord);
-    FB_CUDA_CHECK(cudaMemcpyAsync(m_d_out.get() + m_rows * m_cols, guard.data(), kGuardElems * 2,
                                   cudaMemcpyHostToDevice, stream));
   }
   void device_launch(cudaStream_t stream) override {
@@ -126,15 +119,8 @@ class DequantBf16Case final : public KernelCase {
     }
   }
   std::vector<float> device_output(cudaStream_t stream) override {
-    std::vector<uint16_t> raw(static_cast<size_t>(m_rows * m_cols) + kGuardElems);
-    FB_CUDA_CHECK(cudaMemcpyAsync(raw.data(), m_d_out.get(), raw.size() * 2, cudaMemcpyDeviceToHost, stream));
-    FB_CUDA_CHECK(cudaStreamSynchronize(stream));
-    for (size_t i = raw.size() - kGuardElems; i < raw.size(); ++i) {
-      if (raw[i] != kGuardWord) {
-        throw std::runtime_error(fmt::format("{}: guard word {} after the output was overwritten (0x{:04x})",
-                                             m_name, i - (raw.size() - kGuardElems), raw[i]));
-      }
-    }
+    const std::vector<uint16_t> raw =
+        download_guarded_output(m_d_out, static_cast<size_t>(m_rows * m_cols), stream, m_name);
     std::vector<float> out(static_cast<size_t>(m_rows * m_cols));
     for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_fp32(raw[i]);
     return out;

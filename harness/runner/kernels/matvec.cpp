@@ -30,6 +30,7 @@
 #if FUSEBENCH_WITH_CUDA
 #include <cuda_runtime_api.h>
 
+#include "harness/runner/kernels/guarded_output.h"
 #include "kernels/common/cuda_check.h"
 #include "kernels/gemv/w4a8_matvec.cuh"
 #endif
@@ -37,9 +38,6 @@
 namespace fb {
 
 namespace {
-
-constexpr size_t kGuardElems = 64;
-constexpr uint16_t kGuardWord = 0xA5A5;
 
 struct Part {
   std::string name;
@@ -231,12 +229,9 @@ class MatvecCase final : public KernelCase {
     for (const DevWeights& d : m_dev)
       m_d_y.push_back(DeviceBuffer<uint16_t>(static_cast<size_t>(m_m * d.view.n)));
     const size_t out_elems = static_cast<size_t>(m_m * out_cols());
-    m_d_out = DeviceBuffer<uint16_t>(out_elems + kGuardElems);
-    FB_CUDA_CHECK(cudaMemsetAsync(m_d_out.get(), 0xFF, out_elems * 2, stream));  // bf16 NaN poison
-    for (auto& y : m_d_y) FB_CUDA_CHECK(cudaMemsetAsync(y.get(), 0xFF, y.bytes(), stream));
-    const std::vector<uint16_t> guard(kGuardElems, kGuardWord);
-    FB_CUDA_CHECK(cudaMemcpyAsync(m_d_out.get() + out_elems, guard.data(), kGuardElems * 2,
-                                  cudaMemcpyHostToDevice, stream));
+    m_d_out = make_guarded_output(out_elems, stream);
+    for (auto& y : m_d_y)
+      FB_CUDA_CHECK(cudaMemsetAsync(y.get(), 0xFF, y.bytes(), stream));  // bf16 NaN poison
   }
   void device_launch(cudaStream_t stream) override {
     const auto* x = reinterpret_cast<const __nv_bfloat16*>(m_d_x.get());
@@ -265,8 +260,7 @@ class MatvecCase final : public KernelCase {
   }
   std::vector<float> device_output(cudaStream_t stream) override {
     const size_t out_elems = static_cast<size_t>(m_m * out_cols());
-    std::vector<uint16_t> raw(out_elems + kGuardElems);
-    FB_CUDA_CHECK(cudaMemcpyAsync(raw.data(), m_d_out.get(), raw.size() * 2, cudaMemcpyDeviceToHost, stream));
+    std::vector<uint16_t> raw = download_guarded_output(m_d_out, out_elems, stream, m_name);
     std::vector<std::vector<uint16_t>> parts;
     const bool per_part = !m_glu && m_dev.size() > 1;
     if (per_part) {
@@ -275,13 +269,7 @@ class MatvecCase final : public KernelCase {
         FB_CUDA_CHECK(
             cudaMemcpyAsync(parts.back().data(), y.get(), y.bytes(), cudaMemcpyDeviceToHost, stream));
       }
-    }
-    FB_CUDA_CHECK(cudaStreamSynchronize(stream));
-    for (size_t i = out_elems; i < raw.size(); ++i) {
-      if (raw[i] != kGuardWord) {
-        throw std::runtime_error(fmt::format("{}: guard word {} after the output was overwritten (0x{:04x})",
-                                             m_name, i - out_elems, raw[i]));
-      }
+      FB_CUDA_CHECK(cudaStreamSynchronize(stream));
     }
     if (per_part) {  // [t][part rows] per part -> [t][all rows]
       int64_t col = 0;

@@ -23,6 +23,7 @@
 #if FUSEBENCH_WITH_CUDA
 #include <cuda_runtime_api.h>
 
+#include "harness/runner/kernels/guarded_output.h"
 #include "kernels/common/cuda_check.h"
 #include "kernels/ops/ops.cuh"
 #endif
@@ -30,9 +31,6 @@
 namespace fb {
 
 namespace {
-
-constexpr size_t kGuardElems = 64;
-constexpr uint16_t kGuardWord = 0xA5A5;
 
 enum class Op { rms_norm, head_norm_rope, gelu_tanh_mul, residual_norm, softcap, embed };
 
@@ -196,13 +194,9 @@ class OpsCase final : public KernelCase {
     if (!m_tokens.empty()) up(m_d_tokens, m_tokens);
     if (!m_table.empty()) up(m_d_table, m_table);
     const size_t out_words = static_cast<size_t>(m_out_elems) * (m_op == Op::softcap ? 2 : 1);
-    m_d_out = DeviceBuffer<uint16_t>(out_words + kGuardElems);
+    m_d_out = make_guarded_output(out_words, stream);  // 0xFF bytes: NaN in bf16 and fp32
     if (m_op == Op::head_norm_rope || m_op == Op::gelu_tanh_mul || m_op == Op::residual_norm)
       m_d_tmp = DeviceBuffer<uint16_t>(static_cast<size_t>(m_out_elems));
-    FB_CUDA_CHECK(cudaMemsetAsync(m_d_out.get(), 0xFF, out_words * 2, stream));  // NaN in bf16 and fp32
-    const std::vector<uint16_t> guard(kGuardElems, kGuardWord);
-    FB_CUDA_CHECK(cudaMemcpyAsync(m_d_out.get() + out_words, guard.data(), kGuardElems * 2,
-                                  cudaMemcpyHostToDevice, stream));
     FB_CUDA_CHECK(cudaStreamSynchronize(stream));
     if (m_op == Op::head_norm_rope)
       m_rope_params = cuda::make_rope_params(
@@ -265,14 +259,8 @@ class OpsCase final : public KernelCase {
   }
   std::vector<float> device_output(cudaStream_t stream) override {
     const size_t out_words = static_cast<size_t>(m_out_elems) * (m_op == Op::softcap ? 2 : 1);
-    std::vector<uint16_t> raw(out_words + kGuardElems);
-    FB_CUDA_CHECK(cudaMemcpyAsync(raw.data(), m_d_out.get(), raw.size() * 2, cudaMemcpyDeviceToHost, stream));
-    FB_CUDA_CHECK(cudaStreamSynchronize(stream));
-    for (size_t i = out_words; i < raw.size(); ++i) {
-      if (raw[i] != kGuardWord)
-        throw std::runtime_error(fmt::format("{}: guard word {} after the output was overwritten (0x{:04x})",
-                                             m_inst.at("id").get<std::string>(), i - out_words, raw[i]));
-    }
+    const std::vector<uint16_t> raw =
+        download_guarded_output(m_d_out, out_words, stream, m_inst.at("id").get<std::string>());
     std::vector<float> out(static_cast<size_t>(m_out_elems));
     if (m_op == Op::softcap) {
       std::memcpy(out.data(), raw.data(), out.size() * 4);

@@ -34,6 +34,7 @@
 #if FUSEBENCH_WITH_CUDA
 #include <cuda_runtime_api.h>
 
+#include "harness/runner/kernels/guarded_output.h"
 #include "kernels/common/cuda_check.h"
 #include "kernels/dequant/dequantize.cuh"
 #include "kernels/prefill/prefill.cuh"
@@ -43,8 +44,6 @@ namespace fb {
 
 namespace {
 
-constexpr size_t kGuardElems = 64;
-constexpr uint16_t kGuardWord = 0xA5A5;
 constexpr int64_t kSampleTokens = 24;
 constexpr int64_t kSampleWeightRows = 160;
 
@@ -166,7 +165,7 @@ class PrefillCase final : public KernelCase {
     m_handle = std::make_unique<cuda::CublasHandle>();
     m_d_wq = DeviceBuffer<uint8_t>(m_wq.size());
     m_d_x = DeviceBuffer<uint16_t>(m_x.size());
-    m_d_y = DeviceBuffer<uint16_t>(static_cast<size_t>(m_m * m_n) + kGuardElems);
+    m_d_y = make_guarded_output(static_cast<size_t>(m_m * m_n), stream);  // bf16 NaN poison + guard words
     const int64_t buf_rows = m_form == Form::lm_head && chunked() ? m_chunk : m_n;
     m_d_w = DeviceBuffer<uint16_t>(static_cast<size_t>(buf_rows * m_k));
     FB_CUDA_CHECK(cudaMemcpyAsync(m_d_wq.get(), m_wq.data(), m_wq.size(), cudaMemcpyHostToDevice, stream));
@@ -174,11 +173,6 @@ class PrefillCase final : public KernelCase {
     // bf16 layout: the weights are dequantized once here, outside the timed launch (bit-exact to CPU).
     if (m_form == Form::gemm && m_layout == "bf16")
       cuda::dequantize(m_type, m_d_wq.get(), w(), m_n, m_k, stream);
-    // Poison: 0xFFFF is a bf16 NaN, so an element the GEMM fails to write cannot pass.
-    FB_CUDA_CHECK(cudaMemsetAsync(m_d_y.get(), 0xFF, static_cast<size_t>(m_m * m_n) * 2, stream));
-    const std::vector<uint16_t> guard(kGuardElems, kGuardWord);
-    FB_CUDA_CHECK(cudaMemcpyAsync(m_d_y.get() + m_m * m_n, guard.data(), kGuardElems * 2,
-                                  cudaMemcpyHostToDevice, stream));
     FB_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
   void device_launch(cudaStream_t stream) override {
@@ -198,16 +192,10 @@ class PrefillCase final : public KernelCase {
     }
   }
   std::vector<float> device_output(cudaStream_t stream) override {
-    std::vector<uint16_t> raw(static_cast<size_t>(m_m * m_n) + kGuardElems);
-    FB_CUDA_CHECK(cudaMemcpyAsync(raw.data(), m_d_y.get(), raw.size() * 2, cudaMemcpyDeviceToHost, stream));
-    FB_CUDA_CHECK(cudaStreamSynchronize(stream));
-    for (size_t i = raw.size() - kGuardElems; i < raw.size(); ++i) {
-      if (raw[i] != kGuardWord)
-        throw std::runtime_error(fmt::format("{}: guard word {} after the output was overwritten (0x{:04x})",
-                                             m_name, i - (raw.size() - kGuardElems), raw[i]));
-    }
+    const std::vector<uint16_t> raw =
+        download_guarded_output(m_d_y, static_cast<size_t>(m_m * m_n), stream, m_name);
     // A NaN anywhere (an unwritten element) must fail even outside the sample.
-    for (size_t i = 0; i + kGuardElems < raw.size(); ++i) {
+    for (size_t i = 0; i < raw.size(); ++i) {
       if ((raw[i] & 0x7F80) == 0x7F80 && (raw[i] & 0x7F) != 0)
         throw std::runtime_error(
             fmt::format("{}: output element {} is NaN (unwritten or invalid)", m_name, i));

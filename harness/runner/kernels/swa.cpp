@@ -20,6 +20,7 @@
 #if FUSEBENCH_WITH_CUDA
 #include <cuda_runtime_api.h>
 
+#include "harness/runner/kernels/guarded_output.h"
 #include "kernels/attention/sliding_window.cuh"
 #include "kernels/common/cuda_check.h"
 #endif
@@ -28,8 +29,6 @@ namespace fb {
 
 namespace {
 
-constexpr size_t kGuardElems = 64;
-constexpr uint16_t kGuardWord = 0xA5A5;
 // q is drawn with sigma 0.15 and k with 1: q.k over 256 dims then has a std of ~2.4, a softmax that
 // is neither uniform nor one-hot (gemma's q/k norms keep real scores in a similar range).
 constexpr float kQSigma = 0.15f;
@@ -112,12 +111,7 @@ class SwaCase final : public KernelCase {
     up(m_d_ring_v, m_ring_v, 0);
     up(m_d_new_k, m_new_k, 0);
     up(m_d_new_v, m_new_v, 0);
-    m_d_out = DeviceBuffer<uint16_t>(m_q.size() + kGuardElems);
-    // 0xFFFF is a bf16 NaN: an element the kernel fails to write cannot pass.
-    FB_CUDA_CHECK(cudaMemsetAsync(m_d_out.get(), 0xFF, m_q.size() * 2, stream));
-    m_guard.assign(kGuardElems, kGuardWord);
-    FB_CUDA_CHECK(cudaMemcpyAsync(m_d_out.get() + m_q.size(), m_guard.data(), kGuardElems * 2,
-                                  cudaMemcpyHostToDevice, stream));
+    m_d_out = make_guarded_output(m_q.size(), stream);  // bf16 NaN poison + guard words
     m_d_pos = DeviceBuffer<int32_t>(1);
     m_pos32 = static_cast<int32_t>(m_pos);
     FB_CUDA_CHECK(cudaMemcpyAsync(m_d_pos.get(), &m_pos32, 4, cudaMemcpyHostToDevice, stream));
@@ -139,15 +133,7 @@ class SwaCase final : public KernelCase {
     }
   }
   std::vector<float> device_output(cudaStream_t stream) override {
-    std::vector<uint16_t> raw(m_q.size() + kGuardElems);
-    FB_CUDA_CHECK(cudaMemcpyAsync(raw.data(), m_d_out.get(), raw.size() * 2, cudaMemcpyDeviceToHost, stream));
-    FB_CUDA_CHECK(cudaStreamSynchronize(stream));
-    for (size_t i = m_q.size(); i < raw.size(); ++i) {
-      if (raw[i] != kGuardWord) {
-        throw std::runtime_error(fmt::format("swa: guard word {} after the output was overwritten (0x{:04x})",
-                                             i - m_q.size(), raw[i]));
-      }
-    }
+    const std::vector<uint16_t> raw = download_guarded_output(m_d_out, m_q.size(), stream, "swa");
     std::vector<float> out(m_q.size());
     for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_fp32(raw[i]);
     return out;
@@ -170,7 +156,6 @@ class SwaCase final : public KernelCase {
 #if FUSEBENCH_WITH_CUDA
   DeviceBuffer<uint16_t> m_d_q, m_d_ring_k, m_d_ring_v, m_d_new_k, m_d_new_v, m_d_out;
   DeviceBuffer<int32_t> m_d_pos;
-  std::vector<uint16_t> m_guard;
   int32_t m_pos32 = 0;
 #endif
 };
