@@ -6,8 +6,11 @@
 #include <exception>
 
 #include "harness/cli/exit_codes.h"
+#include "harness/gate/compare_command.h"
 #include "harness/gguf_tools/gguf_command.h"
 #include "harness/model_tools/model_commands.h"
+#include "harness/profile/profile_command.h"
+#include "harness/report/report_command.h"
 #include "harness/runner/run_commands.h"
 
 int main(int argc, char** argv) {
@@ -26,6 +29,9 @@ int main(int argc, char** argv) {
   fb::add_make_model_command(app);
   fb::add_fuse_command(app);
   fb::add_gguf_command(app);
+  fb::gate::add_compare_command(app);
+  fb::profile::add_profile_command(app, argc, argv);
+  fb::report::add_report_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

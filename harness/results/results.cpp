@@ -17,6 +17,8 @@
 #include <random>
 #include <stdexcept>
 
+#include "harness/timing/inject_slowdown.h"
+
 #include "results_build_info.h"
 
 namespace fb {
@@ -80,6 +82,7 @@ RunEnv capture_env(int argc, const char* const* argv, uint64_t seed) {
   for (int i = 0; i < argc; ++i) env.argv.emplace_back(argv[i] ? argv[i] : "");
   env.seed = seed;
   env.started_utc = utc_now_iso8601();
+  env.injected_slowdown = injected_slowdown_fraction();
 
   env.git_sha = FUSEBENCH_GIT_SHA_CONFIGURED;
   env.git_dirty = FUSEBENCH_GIT_DIRTY_CONFIGURED != 0;
@@ -113,7 +116,7 @@ RunEnv capture_env(int argc, const char* const* argv, uint64_t seed) {
 }
 
 nlohmann::json to_json(const RunEnv& env) {
-  return {{"host", env.host},
+  nlohmann::json j = {{"host", env.host},
           {"os", env.os},
           {"git_sha", env.git_sha},
           {"git_dirty", env.git_dirty},
@@ -124,6 +127,9 @@ nlohmann::json to_json(const RunEnv& env) {
           {"seed", env.seed},
           {"started_utc", env.started_utc},
           {"device", to_json(env.device)}};
+  // Written only when set: absent means a real measurement (files from before the key existed too).
+  if (env.injected_slowdown) j["injected_slowdown"] = *env.injected_slowdown;
+  return j;
 }
 
 void write_json_atomically(const std::filesystem::path& path, const nlohmann::json& doc) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,6 +29,9 @@ struct RunEnv {
   std::vector<std::string> argv;
   uint64_t seed = 0;
   std::string started_utc;  // ISO 8601
+  // TEST-ONLY: FUSEBENCH_INJECT_SLOWDOWN's fraction when set (harness/timing/inject_slowdown.h), so a
+  // results file timed with an injected slowdown can never pass for a real one.
+  std::optional<double> injected_slowdown;
   DeviceInfo device;
 };
 

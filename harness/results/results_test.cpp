@@ -304,7 +304,7 @@ TEST(ValidateResults, RejectsWrongValuesAndExtraKeys) {
   };
   rejected([](json& d) { d["schema_version"] = 2; }, "/schema_version: must be 1");
   rejected([](json& d) { d["schema"] = "other"; }, "/schema:");
-  rejected([](json& d) { d["kind"] = "profile"; }, "/kind:");
+  rejected([](json& d) { d["kind"] = "micro"; }, "/kind:");
   rejected([](json& d) { d["extra"] = 1; }, "unexpected key 'extra'");
   rejected([](json& d) { d["cases"][0]["hot"]["summary"]["p50_ms"] = 1.0; },
            "/cases/0/hot/summary: unexpected key");

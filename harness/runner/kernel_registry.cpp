@@ -11,8 +11,17 @@ KernelDef make_prefill_gemm_kernel();
 KernelDef make_lm_head_prefill_kernel();
 KernelDef make_matvec_w4a8_kernel();
 KernelDef make_gate_up_act_kernel();
+KernelDef make_prefill_int4_gemm_kernel();
+KernelDef make_lm_head_decode_kernel();
 KernelDef make_tq4_sdpa_kernel();
 KernelDef make_tq4_append_kernel();
+std::vector<KernelDef> make_gdn_kernels();
+std::vector<KernelDef> make_moe_kernels();
+KernelDef make_gemma4_decode_step_kernel();
+KernelDef make_gemma4_prefill_step_kernel();
+KernelDef make_qwen35_decode_step_kernel();
+KernelDef make_qwen_attn_decode_kernel();
+KernelDef make_qwen35_prefill_step_kernel();
 
 const std::vector<KernelDef>& kernel_registry() {
   static const std::vector<KernelDef> registry = [] {
@@ -22,8 +31,17 @@ const std::vector<KernelDef>& kernel_registry() {
     r.push_back(make_lm_head_prefill_kernel());
     r.push_back(make_matvec_w4a8_kernel());
     r.push_back(make_gate_up_act_kernel());
+    r.push_back(make_prefill_int4_gemm_kernel());
+    r.push_back(make_lm_head_decode_kernel());
     r.push_back(make_tq4_sdpa_kernel());
     r.push_back(make_tq4_append_kernel());
+    for (KernelDef& k : make_gdn_kernels()) r.push_back(std::move(k));
+    for (KernelDef& k : make_moe_kernels()) r.push_back(std::move(k));
+    r.push_back(make_gemma4_decode_step_kernel());
+    r.push_back(make_gemma4_prefill_step_kernel());
+    r.push_back(make_qwen35_decode_step_kernel());
+    r.push_back(make_qwen_attn_decode_kernel());
+    r.push_back(make_qwen35_prefill_step_kernel());
     return r;
   }();
   return registry;

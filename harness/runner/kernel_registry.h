@@ -8,6 +8,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,8 @@ class KernelCase {
   virtual uint64_t flops() const = 0;
   // CPU truth for this case's output, already rounded to the kernel's output dtype.
   virtual std::vector<float> reference() = 0;
+  // False where no CPU reference exists (full-scale whole steps): only the twin comparison runs.
+  virtual bool has_reference() const { return true; }
   // Times the CPU reference itself (bench without a GPU, labelled cpu-reference).
   virtual void run_reference_once() = 0;
   // The variant's own partitioning of the work (one pass over a fused group, or one per part)
@@ -45,9 +48,18 @@ class KernelCase {
 
   // Device side. has_device() is false in CPU-only builds.
   virtual bool has_device() const { return false; }
+  // Device memory device_setup() will allocate; 0 = not declared (the runner then uses bytes() as
+  // the estimate). A case needing more than is free is skipped with "needs X GiB, Y GiB free".
+  virtual uint64_t device_bytes() const { return 0; }
   virtual void device_setup(cudaStream_t) {}   // allocate, upload inputs, poison outputs
   virtual void device_launch(cudaStream_t) {}  // the timed body: launches only
   virtual std::vector<float> device_output(cudaStream_t) { return {}; }  // download; checks guard words
+};
+
+// Thrown by KernelDef::make or a case that cannot run here for a reason that is not a failure (a
+// full-scale whole step without its model file); the runner records a skip with what().
+struct CaseSkipped : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 struct KernelDef {
@@ -58,6 +70,9 @@ struct KernelDef {
   std::vector<std::string> layouts;   // first is the default
   bool depends_on_tokens = true;
   bool depends_on_context = true;
+  // A whole model step (scenarios with run = "step"): never picked by run = "kernel" scenarios;
+  // timed as CUDA-graph replays and reported in tok/s.
+  bool whole_step = false;
   // Variant whose output a variant must equal bit for bit (e.g. fused -> unfused), if any.
   std::function<std::optional<std::string>(const std::string& variant)> twin_of;
   std::function<std::vector<nlohmann::json>(const ModelConfig&, Phase)> instances;

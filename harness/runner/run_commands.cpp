@@ -14,6 +14,7 @@
 #include "harness/check/checks.h"
 #include "harness/cli/exit_codes.h"
 #include "harness/device/device_info.h"
+#include "harness/gate/compare_command.h"
 #include "harness/results/results.h"
 #include "harness/runner/kernel_registry.h"
 #include "harness/runner/runner.h"
@@ -33,6 +34,8 @@ struct RunArgs {
   bool no_cold = false;
   double min_seconds = 0.5;
   int min_samples = 20;
+  std::string compare_to, gate_markdown;  // bench --compare-to: the regression gate after the run
+  gate::CompareOptions gate;
 };
 
 std::vector<Scenario> load_or_die(const std::string& dir) {
@@ -229,6 +232,10 @@ void run(const RunArgs& a, bool bench, int argc, const char* const* argv) {
   notes.insert(notes.end(), report.notes.begin(), report.notes.end());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   finish(cases, notes, env, baselines, bench ? "bench" : "check", a.json, secs, bench);
+  if (!a.compare_to.empty()) {
+    const int rc = gate::run_compare(a.compare_to, a.json, a.gate, a.gate_markdown);
+    if (rc != kExitOk) throw CliError(static_cast<ExitCode>(rc), "regression gate failed");
+  }
 }
 
 }  // namespace
@@ -265,6 +272,13 @@ void add_bench_command(CLI::App& app, int argc, const char* const* argv) {
   cmd->add_option("--min-seconds", a->min_seconds, "minimum timed seconds per measurement")
       ->capture_default_str();
   cmd->add_option("--min-samples", a->min_samples, "minimum samples per measurement")->capture_default_str();
+  auto* gate_group = cmd->add_option_group("gate", "regression gate after the run (as `fusebench compare`)");
+  gate_group
+      ->add_option("--compare-to", a->compare_to,
+                   "baseline results file, or 'auto': results/baselines/<this GPU>/; needs --json")
+      ->needs(cmd->get_option("--json"));
+  gate_group->add_option("--gate-markdown", a->gate_markdown, "write the gate's Markdown summary here");
+  gate::add_gate_options(gate_group, a->gate);
   cmd->footer("Example: fusebench bench --scenario gemma4-31b-prefill --json results/bench.json");
   cmd->callback([a, argc, argv] { run(*a, true, argc, argv); });
 }

@@ -7,6 +7,7 @@
 #include <map>
 #include <set>
 
+#include "harness/runner/device_guard.h"
 #include "harness/runner/kernel_registry.h"
 #include "harness/timing/nvtx.h"
 
@@ -115,7 +116,7 @@ std::vector<Planned> plan(const std::vector<Scenario>& scenarios, const RunOptio
   std::vector<Planned> out;
   for (const Scenario& s : scenarios) {
     if (!scenario_selected(s, o.filters)) continue;
-    if (s.run != RunUnit::kernel) {
+    if (s.run == RunUnit::layer) {
       report.notes.push_back(fmt::format("{}: run = {}: no {} implementation exists yet; nothing run", s.name,
                                          to_string(s.run), to_string(s.run)));
       continue;
@@ -138,8 +139,11 @@ std::vector<Planned> plan(const std::vector<Scenario>& scenarios, const RunOptio
     }
     std::vector<const KernelDef*> kernels;
     if (s.kernels.empty()) {
+      // run = "step" picks the whole-step kernels of the phase; run = "kernel" everything else.
+      const bool step = s.run == RunUnit::step;
       for (const auto& k : kernel_registry())
-        if (std::find(k.phases.begin(), k.phases.end(), s.phase) != k.phases.end()) kernels.push_back(&k);
+        if (std::find(k.phases.begin(), k.phases.end(), s.phase) != k.phases.end() && k.whole_step == step)
+          kernels.push_back(&k);
     } else {
       for (const auto& name : s.kernels) {
         const KernelDef* k = find_kernel(name);
@@ -266,18 +270,21 @@ RunReport run_scenarios(const std::vector<Scenario>& scenarios, const RunOptions
         r.shape = kc->shape();
         r.bytes = kc->bytes();
         r.flops = kc->flops();
-        if (reference.empty()) reference = kc->reference();
-        if (std::any_of(reference.begin(), reference.end(), [](float v) { return !std::isfinite(v); }) ||
-            std::all_of(reference.begin(), reference.end(), [](float v) { return v == 0.0f; })) {
+        const bool has_ref = kc->has_reference();
+        if (has_ref && reference.empty()) reference = kc->reference();
+        if (has_ref && (std::any_of(reference.begin(), reference.end(), [](float v) { return !std::isfinite(v); }) ||
+                        std::all_of(reference.begin(), reference.end(), [](float v) { return v == 0.0f; }))) {
           throw std::runtime_error(
               "the CPU reference output is all zeros or not finite: the inputs are wrong");
         }
         // The comparisons are the same on both backends; only where `got` comes from differs.
         auto compare_and_judge = [&](std::vector<float> got) {
-          Comparison vs_ref{"reference", compare(reference, got),
-                            tolerance_for(*p.kernel, *p.scenario, "reference")};
-          judge(vs_ref);
-          r.comparisons.push_back(vs_ref);
+          if (has_ref) {
+            Comparison vs_ref{"reference", compare(reference, got),
+                              tolerance_for(*p.kernel, *p.scenario, "reference")};
+            judge(vs_ref);
+            r.comparisons.push_back(vs_ref);
+          }
           if (auto twin = p.kernel->twin_of(variant)) {
             if (auto it = outputs.find(*twin); it != outputs.end()) {
               Comparison vs_twin{*twin, compare(it->second, got),
@@ -300,14 +307,28 @@ RunReport run_scenarios(const std::vector<Scenario>& scenarios, const RunOptions
           continue;
         }
 #if FUSEBENCH_WITH_CUDA
+        if (const auto free_b = device_free_bytes()) {
+          const uint64_t need = kc->device_bytes() ? kc->device_bytes() : kc->bytes();
+          if (std::string why = device_memory_shortfall(need, *free_b); !why.empty()) {
+            r.verdict = Verdict::skip;
+            r.skip_reason = std::move(why);
+            report.cases.push_back(std::move(r));
+            continue;
+          }
+        }
         Stream stream;
         kc->device_setup(stream.get());
+        // A whole step knows its bytes (weights + KV actually read) only once its device model exists.
+        r.bytes = kc->bytes();
+        r.flops = kc->flops();
         {
           nvtx_range range(p.kernel->name.c_str());
           kc->device_launch(stream.get());
         }
+        maybe_inject_cuda_error(p.kernel->name, variant, stream.get());
         FB_CUDA_CHECK(cudaGetLastError());
         compare_and_judge(kc->device_output(stream.get()));
+        r.shape = kc->shape();
         if (o.bench) {
           auto launch = [&](cudaStream_t s) {
             nvtx_range range(p.kernel->name.c_str());
@@ -315,13 +336,17 @@ RunReport run_scenarios(const std::vector<Scenario>& scenarios, const RunOptions
           };
           TimingOptions hot = o.timing;
           hot.cold = false;
-          r.hot = time_cuda(launch, stream.get(), hot);
-          if (o.cold) {
+          // Whole steps: captured once into a CUDA graph and replayed (DESIGN §5); no cold run, since
+          // their weights (GBs) are far larger than L2 anyway.
+          r.hot = p.kernel->whole_step ? time_cuda_graph(launch, stream.get(), hot)
+                                       : time_cuda(launch, stream.get(), hot);
+          if (o.cold && !p.kernel->whole_step) {
             TimingOptions cold = o.timing;
             cold.cold = true;
             r.cold = time_cuda(launch, stream.get(), cold);
           }
           const double secs = r.hot->summary.median_ms * 1e-3;
+          if (p.kernel->whole_step && secs > 0) r.tok_s = static_cast<double>(p.tokens) / secs;
           if (baselines && secs > 0) {
             if (baselines->copy_gbps > 0)
               r.copy_roofline_pct = 100.0 * (r.bytes / secs) / (baselines->copy_gbps * 1e9);
@@ -330,9 +355,13 @@ RunReport run_scenarios(const std::vector<Scenario>& scenarios, const RunOptions
           }
         }
 #endif
+      } catch (const CaseSkipped& e) {
+        r.verdict = Verdict::skip;
+        r.skip_reason = e.what();
       } catch (const std::exception& e) {
         r.verdict = Verdict::fail;
         r.error = e.what();
+        if (gpu) clear_cuda_error_after_failure();  // the next case must not inherit it
       }
       report.cases.push_back(std::move(r));
     }

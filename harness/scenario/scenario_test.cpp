@@ -74,7 +74,7 @@ TEST(Scenario, EveryShippedFileLoads) {
     ++ci;
     EXPECT_EQ(s.scale, "tiny") << s.name;
   }
-  EXPECT_EQ(ci, 4);
+  EXPECT_GE(ci, 4);  // both models x both phases, plus the tiny whole-step scenarios
   // Sorted by name.
   for (size_t i = 1; i < all.size(); ++i) EXPECT_LT(all[i - 1].name, all[i].name);
 }

@@ -1,16 +1,20 @@
 // GPU timing with CUDA events (DESIGN §5). One sample = [gate] [L2 flush] start, work, stop; the
 // stream is synchronized after every sample so each sample is one isolated execution, and the SM
 // clock is read through NVML right after it.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <type_traits>
+#include <vector>
 
 #include <cuda_runtime_api.h>
 
 #include "harness/device/device_info.h"
+#include "harness/timing/inject_slowdown.h"
 #include "harness/timing/timing.h"
 #include "kernels/common/cuda_check.h"
 
@@ -105,6 +109,41 @@ int current_device() {
   return device;
 }
 
+// TEST-ONLY (FUSEBENCH_INJECT_SLOWDOWN): the spin, in cycles, that makes each sample that fraction
+// slower than the work alone; -1 when off. Measured here, per measurement: the work's median over a
+// few samples, the cost of appending an empty spin launch (subtracted, so small kernels are not
+// slowed by more than asked unless that cost alone exceeds it), and the spin rate.
+template <class Enqueue>
+long long injected_spin_cycles(const Enqueue& enqueue, cudaStream_t stream, HostGate* gate, L2Flusher* flusher) {
+  const auto fraction = injected_slowdown_fraction();
+  if (!fraction) return -1;
+  Event start, stop;
+  auto median_ms = [&](bool with_spin) {
+    std::vector<double> ms;
+    for (int i = 0; i < 15; ++i) {
+      if (gate) gate->close(stream);
+      if (flusher) flusher->flush(stream);
+      start.record(stream);
+      enqueue();
+      if (with_spin) launch_spin(stream, 0);
+      stop.record(stream);
+      if (gate) gate->open();
+      stop.synchronize();
+      ms.push_back(stop.elapsed_ms_since(start));
+    }
+    std::nth_element(ms.begin(), ms.begin() + 7, ms.end());
+    return ms[7];
+  };
+  const double work = median_ms(false);
+  const double launch_cost = std::max(0.0, median_ms(true) - work);
+  const double spin_ms = std::max(0.0, *fraction * work - launch_cost);
+  // One line per measurement for scripts/calibrate-gate: the slowdown actually injected is larger
+  // than asked when the launch cost alone exceeds it (microsecond kernels).
+  std::fprintf(stderr, "inject: work %.3f us, launch cost %.3f us, spin %.3f us, effective fraction %.4f\n",
+               work * 1e3, launch_cost * 1e3, spin_ms * 1e3, work > 0 ? (launch_cost + spin_ms) / work : 0.0);
+  return static_cast<long long>(spin_ms * spin_cycles_per_ms(stream));
+}
+
 template <class Enqueue>
 void sample_loop(Timing& t, const Enqueue& enqueue, cudaStream_t stream, const TimingOptions& opt) {
   const int device = current_device();
@@ -116,6 +155,7 @@ void sample_loop(Timing& t, const Enqueue& enqueue, cudaStream_t stream, const T
 
   for (int i = 0; i < opt.warmup; ++i) enqueue();
   FB_CUDA_CHECK(cudaStreamSynchronize(stream));
+  const long long spin_cycles = injected_spin_cycles(enqueue, stream, gating ? &gate : nullptr, flusher);
 
   double total_ms = 0;
   const double min_ms = opt.min_seconds * 1e3;
@@ -125,6 +165,7 @@ void sample_loop(Timing& t, const Enqueue& enqueue, cudaStream_t stream, const T
     if (flusher != nullptr) flusher->flush(stream);
     start.record(stream);
     enqueue();
+    if (spin_cycles >= 0) launch_spin(stream, spin_cycles);  // test-only (inject_slowdown.h)
     stop.record(stream);
     if (gating) gate.open();
     // Read the clock while the work is in flight as well as after it, so a throttle that happens

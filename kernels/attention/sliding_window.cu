@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "kernels/attention/sliding_window.cuh"
@@ -80,6 +82,7 @@ constexpr int kDecWarps = kDecThreads / 32;
 constexpr int kDecMaxRows = 8;  // T x group query rows per kv head
 constexpr int kDecMaxT = 4;
 constexpr int kDecMaxSplits = 16;  // CTAs per cluster (16 needs the non-portable cluster size)
+constexpr int kDecBatch = 4;       // keys per lane group in flight at once (K and V rows)
 
 struct DecodeParams {
   const __nv_bfloat16* q;
@@ -89,19 +92,256 @@ struct DecodeParams {
   const __nv_bfloat16* new_v;
   const int32_t* d_pos;
   __nv_bfloat16* out;
-  int T, n_q, n_kv, group, window, cap;  // cap: keys one CTA can hold
-  float scale_log2;                      // scale x log2(e): softmax in exp2
+  int T, n_q, n_kv, group, window;
+  float scale_log2;  // scale x log2(e): softmax in exp2
+  int cap;           // staged kernel only: keys one CTA can hold
 };
 
+// Lane groups of D/8 lanes each own one key at a time (16 bytes = 8 dims per lane): one group per
+// warp at head_dim 256, eight at 32. Each group keeps its own online-softmax state.
+template <int D>
+__host__ __device__ constexpr int decode_states() {
+  return kDecWarps * (32 / (D / 8));
+}
+
+// Per-state partials [states][rows][D] + (max, sum) [states][rows], the CTA's merged partial
+// [rows][D] + (max, sum) [rows] that the cluster reads, and the merge weights [rows][splits].
+template <int D, int kRows>
+constexpr size_t decode_smem_bytes() {
+  return sizeof(float) * (static_cast<size_t>(decode_states<D>()) * kRows * (D + 2) + kRows * (D + 2) +
+                          kRows * kDecMaxSplits);
+}
+
+// Grid (splits, n_kv), one cluster of `splits` CTAs per kv head; each CTA takes a contiguous slice
+// of the window. No staging: every lane group streams its keys straight into registers, kDecBatch
+// K rows and V rows in flight per lane (32 KB per CTA), scores by xor shuffles inside the group and
+// a batched online softmax (one rescale per batch). The CTA's states merge in shared memory, then
+// the cluster merges the CTAs' partials through distributed shared memory: CTA r finalises output
+// elements r, r + splits x threads, ... No workspace, no second launch, nothing to reset between
+// replays. kRows (2 or 8) sizes the per-row registers: the gemma4 decode (T = 1, group 2) fits two
+// CTAs per SM, so a 16-CTA cluster per kv head is resident in one wave.
+template <int D, int kRows>
+__global__ void __launch_bounds__(kDecThreads, kRows <= 2 ? 2 : 1) decode_kernel(const DecodeParams p) {
+  constexpr int kLanesPerKey = D / 8;
+  constexpr int kGroups = 32 / kLanesPerKey;
+  constexpr int kStates = decode_states<D>();
+  static_assert(D % 8 == 0 && kLanesPerKey <= 32 && 32 % kLanesPerKey == 0, "head_dim");
+
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int splits = static_cast<int>(cluster.num_blocks());
+  const int kvh = blockIdx.y;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int grp = lane / kLanesPerKey, sub = lane % kLanesPerKey;
+  const int state = warp * kGroups + grp;
+  const int ring_slots = 2 * p.window;
+  const int rows = p.T * p.group;
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* Os = reinterpret_cast<float*>(smem);                 // [kStates][kRows][D]
+  float* Ms = Os + static_cast<size_t>(kStates) * kRows * D;  // [kStates][kRows]
+  float* Ls = Ms + kStates * kRows;                           // [kStates][kRows]
+  float* Opart = Ls + kStates * kRows;                        // [kRows][D]
+  float* Mpart = Opart + kRows * D;                           // [kRows]
+  float* Lpart = Mpart + kRows;                               // [kRows]
+  float* coef = Lpart + kRows;                                // [kRows][kDecMaxSplits]
+
+  const int pos = *p.d_pos;
+  const int first = max(0, pos - p.window + 1);
+  const int last = pos + p.T - 1;
+  const int n = last - first + 1;
+  const int chunk = (n + splits - 1) / splits;
+  const int k0 = first + rank * chunk;
+  const int nk = max(0, min(k0 + chunk, last + 1) - k0);
+
+  // The first batch of K/V rows does not depend on q: start pulling it before the q loads.
+#pragma unroll
+  for (int b = 0; b < kDecBatch; ++b) {
+    const int i = warp * kGroups + grp + b * kStates;
+    if (i < nk) {
+      const int off = sub * 8;
+      asm volatile("prefetch.global.L2 [%0];\n" ::"l"(
+          key_row(p.ring_k, p.new_k, kvh, k0 + i, pos, p.n_kv, ring_slots, D) + off));
+      asm volatile("prefetch.global.L2 [%0];\n" ::"l"(
+          key_row(p.ring_v, p.new_v, kvh, k0 + i, pos, p.n_kv, ring_slots, D) + off));
+    }
+  }
+
+  // q rows in registers, pre-scaled into the log2 domain: row r = t x group + g is query token t of
+  // q head kvh x group + g. Rows past `rows` are zero and fully masked below.
+  float qf[kRows][8];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    if (r < rows) {
+      const int t = r / p.group, h = kvh * p.group + r % p.group;
+      const uint4 u =
+          *reinterpret_cast<const uint4*>(p.q + (static_cast<int64_t>(t) * p.n_q + h) * D + sub * 8);
+      bf16x8_to_float(u, qf[r]);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) qf[r][j] *= p.scale_log2;
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) qf[r][j] = 0.0f;
+    }
+  }
+
+  float m[kRows], l[kRows], acc[kRows][8];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[r][j] = 0.0f;
+  }
+
+  // The loop bound is the warp's first state (uniform across the warp): every lane stays in the loop
+  // for the full-mask shuffles below, lanes whose key is past nk just see it masked.
+  for (int wbase = warp * kGroups; wbase < nk; wbase += kStates * kDecBatch) {
+    const int base = wbase + grp;
+    uint4 kr[kDecBatch], vr[kDecBatch];
+#pragma unroll
+    for (int b = 0; b < kDecBatch; ++b) {
+      const int i = base + b * kStates;
+      if (i < nk) {
+        kr[b] = __ldcs(reinterpret_cast<const uint4*>(
+                           key_row(p.ring_k, p.new_k, kvh, k0 + i, pos, p.n_kv, ring_slots, D)) +
+                       sub);
+        vr[b] = __ldcs(reinterpret_cast<const uint4*>(
+                           key_row(p.ring_v, p.new_v, kvh, k0 + i, pos, p.n_kv, ring_slots, D)) +
+                       sub);
+      } else {
+        kr[b] = vr[b] = make_uint4(0, 0, 0, 0);
+      }
+    }
+    float s[kDecBatch][kRows];
+#pragma unroll
+    for (int b = 0; b < kDecBatch; ++b) {
+      float kf[8];
+      bf16x8_to_float(kr[b], kf);
+      const int kpos = k0 + base + b * kStates;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) dot = fmaf(qf[r][j], kf[j], dot);
+#pragma unroll
+        for (int off = kLanesPerKey / 2; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+        const int qpos = pos + r / p.group;
+        const bool visible = r < rows && base + b * kStates < nk && kpos <= qpos && qpos - kpos < p.window;
+        s[b][r] = visible ? dot : -INFINITY;
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kDecBatch; ++b) {
+      float vf[8];
+      bf16x8_to_float(vr[b], vf);
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        // Per key (alpha = 1 while the max holds); a row with no visible key yet (m = -inf) is
+        // skipped, so it keeps l = 0 and acc = 0 instead of NaN.
+        const float m_new = fmaxf(m[r], s[b][r]);
+        if (m_new == -INFINITY) continue;
+        const float alpha = exp2f(m[r] - m_new), pw = exp2f(s[b][r] - m_new);
+        m[r] = m_new;
+        l[r] = fmaf(l[r], alpha, pw);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[r][j] = fmaf(acc[r][j], alpha, pw * vf[j]);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    float* o = Os + (static_cast<size_t>(state) * kRows + r) * D + sub * 8;
+    *reinterpret_cast<float4*>(o) = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+    *reinterpret_cast<float4*>(o + 4) = make_float4(acc[r][4], acc[r][5], acc[r][6], acc[r][7]);
+    if (sub == 0) {
+      Ms[state * kRows + r] = m[r];
+      Ls[state * kRows + r] = l[r];
+    }
+  }
+  __syncthreads();
+  // Merge the CTA's states: element (r, d) over kStates partials, in a fixed order.
+  for (int e = tid; e < kRows * D; e += kDecThreads) {
+    const int r = e / D, d = e % D;
+    float mx = -INFINITY;
+#pragma unroll 8
+    for (int st = 0; st < kStates; ++st) mx = fmaxf(mx, Ms[st * kRows + r]);
+    float o = 0.0f, sum = 0.0f;
+    if (mx != -INFINITY) {
+#pragma unroll 8
+      for (int st = 0; st < kStates; ++st) {
+        const float ms = Ms[st * kRows + r];
+        const float w = ms == -INFINITY ? 0.0f : exp2f(ms - mx);
+        o = fmaf(w, Os[(static_cast<size_t>(st) * kRows + r) * D + d], o);
+        sum = fmaf(w, Ls[st * kRows + r], sum);
+      }
+    }
+    Opart[r * D + d] = o;
+    if (d == 0) {
+      Mpart[r] = mx;
+      Lpart[r] = sum;
+    }
+  }
+
+  // Release this CTA's partials to the cluster, acquire the others'. Then each CTA turns the
+  // cluster's (max, sum) pairs into per-slice weights exp2(m_j - m) / l, kept in its own coef (which
+  // no other CTA reads), so an output element costs `splits` independent remote loads.
+  cluster.sync();
+  if (tid < rows * splits) {
+    const int r = tid / splits, jj = tid % splits;
+    float mj[kDecMaxSplits], lj[kDecMaxSplits];
+#pragma unroll
+    for (int j = 0; j < kDecMaxSplits; ++j) {
+      mj[j] = j < splits ? *cluster.map_shared_rank(Mpart + r, j) : -INFINITY;
+      lj[j] = j < splits ? *cluster.map_shared_rank(Lpart + r, j) : 0.0f;
+    }
+    float mx = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kDecMaxSplits; ++j) mx = fmaxf(mx, mj[j]);
+    float sum = 0.0f, mine = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kDecMaxSplits; ++j) {
+      // A slice with no visible key for this row has m_j = -inf and weight 0.
+      const float w = mj[j] == -INFINITY ? 0.0f : exp2f(mj[j] - mx);
+      sum = fmaf(lj[j], w, sum);
+      if (j == jj) mine = w;
+    }
+    coef[r * kDecMaxSplits + jj] = sum > 0.0f ? mine / sum : 0.0f;
+  }
+  __syncthreads();
+  for (int e = rank * kDecThreads + tid; e < rows * D; e += splits * kDecThreads) {
+    const int r = e / D, d = e % D;
+    float o = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kDecMaxSplits; ++j) {
+      if (j < splits)
+        o = fmaf(coef[r * kDecMaxSplits + j], *cluster.map_shared_rank(Opart + r * D + d, j), o);
+    }
+    const int t = r / p.group, h = kvh * p.group + r % p.group;
+    p.out[(static_cast<int64_t>(t) * p.n_q + h) * D + d] = __float2bfloat16_rn(o);
+  }
+  // No CTA may exit while another still reads its shared memory.
+  cluster.sync();
+}
+
+// ---- decode, staged (T x group > 2 query rows: the T = 4 verify step) ------------------------------
+//
+// The streaming kernel above keeps 8 rows x (acc[8] + m + l) in registers at kRows = 8 (~250
+// registers, one CTA per SM) and measured slower at T = 4 (53.1 / 68.1 us at 512 / full window vs
+// 38.8 / 56.9 us) than this earlier kernel, which stages the CTA's slice of K and V in shared memory
+// and keeps only q in registers. It runs every multi-row step (FB_SWA_DECODE_MULTIROW=stream selects
+// the streaming kernel instead, for A/B timing); T = 1 with group <= 2 keeps the streaming kernel.
+
 // S holds the scores, later the merge weights [rows][kDecMaxSplits]: sized for the larger.
-__host__ __device__ constexpr int decode_s_floats(int cap) {
+__host__ __device__ constexpr int staged_s_floats(int cap) {
   return kDecMaxRows * (cap > kDecMaxSplits ? cap : kDecMaxSplits);
 }
 
 template <int D>
-size_t decode_smem_bytes(int cap) {
+size_t staged_smem_bytes(int cap) {
   return 2ull * cap * D * sizeof(__nv_bfloat16) +
-         sizeof(float) * (decode_s_floats(cap) + kDecMaxRows * D + 2 * kDecMaxRows);
+         sizeof(float) * (staged_s_floats(cap) + kDecMaxRows * D + 2 * kDecMaxRows);
 }
 
 // Grid (splits, n_kv), one cluster of `splits` CTAs per kv head. Each CTA pulls its slice of the
@@ -110,7 +350,7 @@ size_t decode_smem_bytes(int cap) {
 // merges the partials: CTA r finalises output elements r, r + splits x threads, ... reading the
 // others' shared memory directly. No workspace, no second launch, nothing to reset between replays.
 template <int D>
-__global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams p) {
+__global__ void __launch_bounds__(kDecThreads) staged_decode_kernel(const DecodeParams p) {
   constexpr int kLanesPerKey = D / 8;  // each lane holds 8 dims (16 bytes)
   constexpr int kKeysPerWarp = 32 / kLanesPerKey;
   static_assert(D % 8 == 0 && kLanesPerKey <= 32 && 32 % kLanesPerKey == 0, "head_dim");
@@ -128,7 +368,7 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
   __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem);
   __nv_bfloat16* Vs = Ks + static_cast<size_t>(p.cap) * D;
   float* S = reinterpret_cast<float*>(Vs + static_cast<size_t>(p.cap) * D);  // [rows][cap]
-  float* Opart = S + decode_s_floats(p.cap);                                 // [rows][D]
+  float* Opart = S + staged_s_floats(p.cap);                                 // [rows][D]
   float* Mpart = Opart + kDecMaxRows * D;
   float* Lpart = Mpart + kDecMaxRows;
 
@@ -627,28 +867,135 @@ void ensure_attributes(const void* fn, size_t smem, bool non_portable_cluster) {
   }
 }
 
-int decode_cap(const SlidingWindowDims& d, int splits) {
+// The register variant the decode runs: 2 query rows (T = 1 with group <= 2, the gemma4 decode)
+// or up to 8.
+int decode_rows(int T, int group) { return T * group <= 2 ? 2 : kDecMaxRows; }
+
+template <int D, int kRows>
+void* decode_fn() {
+  return reinterpret_cast<void*>(&decode_kernel<D, kRows>);
+}
+
+struct DecodeVariant {
+  void* fn;
+  size_t smem;
+};
+DecodeVariant decode_variant(int head_dim, int rows) {
+  if (head_dim == 256) {
+    return rows <= 2 ? DecodeVariant{decode_fn<256, 2>(), decode_smem_bytes<256, 2>()}
+                     : DecodeVariant{decode_fn<256, kDecMaxRows>(), decode_smem_bytes<256, kDecMaxRows>()};
+  }
+  return rows <= 2 ? DecodeVariant{decode_fn<32, 2>(), decode_smem_bytes<32, 2>()}
+                   : DecodeVariant{decode_fn<32, kDecMaxRows>(), decode_smem_bytes<32, kDecMaxRows>()};
+}
+
+// Portable 8-CTA clusters by default: on an H200 they measured faster than 16-CTA clusters (gemma4
+// T = 1: 14.1 vs 19.3 us at 512 keys, 18.7 vs 22.6 us at the full window). FB_SWA_DECODE_SPLITS=16
+// tries 16 first (used where the device can co-schedule them), for A/B timing.
+// Cached per (head_dim, row variant): the answer does not change during a run.
+int pick_splits(const SlidingWindowDims& d, int rows) {
+  static std::mutex mu;
+  static std::map<std::pair<int, int>, int> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_pair(d.head_dim, rows);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  int chosen = 8;
+  const DecodeVariant v = decode_variant(d.head_dim, rows);
+  const char* force = std::getenv("FB_SWA_DECODE_SPLITS");
+  const bool try16 = force != nullptr && std::string(force) == "16";
+  for (int splits : {16, 8}) {
+    if (!try16 && splits != 8) continue;
+    if (cudaFuncSetAttribute(v.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(v.smem)) !=
+        cudaSuccess) {
+      (void)cudaGetLastError();
+      continue;
+    }
+    if (splits > 8 &&
+        cudaFuncSetAttribute(v.fn, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+      (void)cudaGetLastError();
+      continue;
+    }
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(splits, 1, 1);
+    cfg.blockDim = dim3(kDecThreads, 1, 1);
+    cfg.dynamicSmemBytes = v.smem;
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = splits;
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, v.fn, &cfg) == cudaSuccess && clusters > 0) {
+      chosen = splits;
+      break;
+    }
+    (void)cudaGetLastError();
+  }
+  cache[key] = chosen;
+  return chosen;
+}
+
+template <int D, int kRows>
+void launch_decode(const DecodeParams& prm, int splits, int n_kv, cudaStream_t stream) {
+  constexpr size_t smem = decode_smem_bytes<D, kRows>();
+  ensure_attributes(reinterpret_cast<const void*>(&decode_kernel<D, kRows>), smem, splits > 8);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(splits, n_kv, 1);
+  cfg.blockDim = dim3(kDecThreads, 1, 1);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = splits;
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  FB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_kernel<D, kRows>, prm));
+}
+
+// ---- staged multi-row decode: split choice and launch ----
+
+int staged_cap(const SlidingWindowDims& d, int splits) {
   return (d.window + kDecMaxT - 1 + splits - 1) / splits;
 }
 
 template <int D>
-void* decode_fn() {
-  return reinterpret_cast<void*>(&decode_kernel<D>);
+void* staged_fn() {
+  return reinterpret_cast<void*>(&staged_decode_kernel<D>);
 }
 
-// 16-CTA clusters are beyond the portable 8; use them where the device can co-schedule one.
-// Cached per (head_dim, window): the answer does not change during a run.
-int pick_splits(const SlidingWindowDims& d) {
+// FB_SWA_DECODE_MULTIROW: "staged" (default) or "stream" (the register-streaming kernel). Any other
+// value throws before anything is enqueued.
+bool multirow_uses_staged() {
+  const char* e = std::getenv("FB_SWA_DECODE_MULTIROW");
+  if (e == nullptr || *e == '\0' || std::string(e) == "staged") return true;
+  if (std::string(e) == "stream") return false;
+  throw std::invalid_argument(
+      std::string("fb::cuda::sliding_window_decode: FB_SWA_DECODE_MULTIROW must be staged "
+                  "or stream, got '") +
+      e + "'");
+}
+
+// The staged kernel's configuration when it measured 38.8 / 56.9 us at T = 4: 16-CTA clusters where
+// the device can co-schedule one (smaller slices per CTA), else 8. FB_SWA_DECODE_SPLITS=8 forces 8.
+// Cached per (head_dim, window, forced): the answer does not change during a run.
+int pick_staged_splits(const SlidingWindowDims& d) {
   static std::mutex mu;
-  static std::map<std::pair<int, int>, int> cache;
+  static std::map<std::tuple<int, int, bool>, int> cache;
   std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_pair(d.head_dim, d.window);
+  const char* force = std::getenv("FB_SWA_DECODE_SPLITS");
+  const bool force8 = force != nullptr && std::string(force) == "8";
+  const auto key = std::make_tuple(d.head_dim, d.window, force8);
   if (auto it = cache.find(key); it != cache.end()) return it->second;
   int chosen = 8;
   for (int splits : {16, 8}) {
-    const int cap = decode_cap(d, splits);
-    const size_t smem = d.head_dim == 256 ? decode_smem_bytes<256>(cap) : decode_smem_bytes<32>(cap);
-    void* fn = d.head_dim == 256 ? decode_fn<256>() : decode_fn<32>();
+    if (force8 && splits != 8) continue;
+    const int cap = staged_cap(d, splits);
+    const size_t smem = d.head_dim == 256 ? staged_smem_bytes<256>(cap) : staged_smem_bytes<32>(cap);
+    void* fn = d.head_dim == 256 ? staged_fn<256>() : staged_fn<32>();
     if (cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)) !=
         cudaSuccess) {
       (void)cudaGetLastError();
@@ -682,9 +1029,9 @@ int pick_splits(const SlidingWindowDims& d) {
 }
 
 template <int D>
-void launch_decode(const DecodeParams& prm, int splits, int n_kv, cudaStream_t stream) {
-  const size_t smem = decode_smem_bytes<D>(prm.cap);
-  ensure_attributes(reinterpret_cast<const void*>(&decode_kernel<D>), smem, splits > 8);
+void launch_staged_decode(const DecodeParams& prm, int splits, int n_kv, cudaStream_t stream) {
+  const size_t smem = staged_smem_bytes<D>(prm.cap);
+  ensure_attributes(reinterpret_cast<const void*>(&staged_decode_kernel<D>), smem, splits > 8);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(splits, n_kv, 1);
   cfg.blockDim = dim3(kDecThreads, 1, 1);
@@ -697,7 +1044,7 @@ void launch_decode(const DecodeParams& prm, int splits, int n_kv, cudaStream_t s
   attr.val.clusterDim.z = 1;
   cfg.attrs = &attr;
   cfg.numAttrs = 1;
-  FB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_kernel<D>, prm));
+  FB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, staged_decode_kernel<D>, prm));
 }
 
 template <int D, bool kLdsm>
@@ -714,7 +1061,7 @@ void launch_prefill(const PrefillParams& prm, cudaStream_t stream) {
 
 int sliding_window_decode_splits(const SlidingWindowDims& dims) {
   check_common(dims, "sliding_window_decode_splits");
-  return pick_splits(dims);
+  return pick_splits(dims, decode_rows(1, dims.n_q_heads / dims.n_kv_heads));
 }
 
 void sliding_window_append(const SlidingWindowDims& dims, const __nv_bfloat16* new_k,
@@ -761,25 +1108,28 @@ void sliding_window_decode(const SlidingWindowDims& dims, const __nv_bfloat16* q
     check_ptr(ptr, name, what);
   }
   if (d_pos == nullptr) throw std::invalid_argument("fb::cuda::sliding_window_decode: d_pos null");
-  const int splits = pick_splits(dims);
-  const DecodeParams prm{q,
-                         ring_k,
-                         ring_v,
-                         new_k,
-                         new_v,
-                         d_pos,
-                         out,
-                         T,
-                         dims.n_q_heads,
-                         dims.n_kv_heads,
-                         group,
-                         dims.window,
-                         decode_cap(dims, splits),
-                         scale * kLog2e};
+  const int rows = decode_rows(T, group);
+  if (rows > 2 && multirow_uses_staged()) {
+    const int splits = pick_staged_splits(dims);
+    const DecodeParams prm{
+        q, ring_k,         ring_v,          new_k, new_v,       d_pos,          out,
+        T, dims.n_q_heads, dims.n_kv_heads, group, dims.window, scale * kLog2e, staged_cap(dims, splits)};
+    if (dims.head_dim == 256) {
+      launch_staged_decode<256>(prm, splits, dims.n_kv_heads, stream);
+    } else {
+      launch_staged_decode<32>(prm, splits, dims.n_kv_heads, stream);
+    }
+    return;
+  }
+  const int splits = pick_splits(dims, rows);
+  const DecodeParams prm{q, ring_k,         ring_v,          new_k, new_v,       d_pos,          out,
+                         T, dims.n_q_heads, dims.n_kv_heads, group, dims.window, scale * kLog2e, 0};
   if (dims.head_dim == 256) {
-    launch_decode<256>(prm, splits, dims.n_kv_heads, stream);
+    rows <= 2 ? launch_decode<256, 2>(prm, splits, dims.n_kv_heads, stream)
+              : launch_decode<256, kDecMaxRows>(prm, splits, dims.n_kv_heads, stream);
   } else {
-    launch_decode<32>(prm, splits, dims.n_kv_heads, stream);
+    rows <= 2 ? launch_decode<32, 2>(prm, splits, dims.n_kv_heads, stream)
+              : launch_decode<32, kDecMaxRows>(prm, splits, dims.n_kv_heads, stream);
   }
 }
 

@@ -34,7 +34,12 @@ void sliding_window_append(const SlidingWindowDims& dims, const __nv_bfloat16* n
                            __nv_bfloat16* ring_v, cudaStream_t stream);
 
 // T = 1..4: both (all) q heads of a kv head in one CTA; the window is split over a thread-block
-// cluster whose CTAs merge their partial softmax states through distributed shared memory.
+// cluster whose CTAs merge their partial softmax states through distributed shared memory. One
+// launch, no workspace. Up to 2 query rows (T x group; the gemma4 T = 1 step): CTAs stream K/V rows
+// straight into registers (online softmax per lane group), 8-CTA clusters. More rows (T = 4): CTAs
+// stage their slice of K and V in shared memory (16-CTA clusters where the device co-schedules them;
+// FB_SWA_DECODE_SPLITS=8 forces 8); FB_SWA_DECODE_MULTIROW=stream runs the streaming kernel there
+// instead (any value other than staged / stream throws before enqueuing).
 void sliding_window_decode(const SlidingWindowDims& dims, const __nv_bfloat16* q, const __nv_bfloat16* ring_k,
                            const __nv_bfloat16* ring_v, const __nv_bfloat16* new_k,
                            const __nv_bfloat16* new_v, int T, const int32_t* d_pos, float scale,
@@ -52,8 +57,9 @@ void sliding_window_prefill(const SlidingWindowDims& dims, const __nv_bfloat16* 
                             const int32_t* d_pos, float scale, __nv_bfloat16* out, cudaStream_t stream,
                             SlidingWindowFragments fragments = SlidingWindowFragments::ldmatrix);
 
-// How many CTAs split one kv head's window in the decode kernel (16, or 8 where the device cannot
-// co-schedule 16-CTA clusters); exposed for the benchmark's shape record.
+// How many CTAs split one kv head's window in the T = 1 decode kernel (8; 16 with
+// FB_SWA_DECODE_SPLITS=16 where the device can co-schedule 16-CTA clusters); exposed for the
+// benchmark's shape record.
 int sliding_window_decode_splits(const SlidingWindowDims& dims);
 
 }  // namespace fb::cuda

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -262,7 +263,7 @@ TEST(SlidingWindowGpu, DecodeGemma4) {
   SKIP_WITHOUT_DEVICE();
   std::printf("  decode splits per kv head: %d\n", fb::cuda::sliding_window_decode_splits(dims_of(kGemma)));
   // Below the window, at its edge, one past, the ring seam (2047/2048), deep contexts.
-  for (int64_t pos : {0, 1, 511, 1020, 1023, 1024, 2045, 2047, 2048, 8191, 131071}) {
+  for (int64_t pos : {0, 1, 511, 1000, 1020, 1023, 1024, 2045, 2047, 2048, 3000, 8191, 131071}) {
     for (int64_t T : {1, 4}) {
       run_case(Kind::decode, kGemma, T, pos, 0.15f, 1.0f, T == 1, 100 + pos * 8 + T);
     }
@@ -280,6 +281,24 @@ TEST(SlidingWindowGpu, DecodeTiny) {
     for (int64_t T : {1, 2, 3, 4})
       run_case(Kind::decode, kTiny, T, pos, 0.4f, 1.0f, (pos + T) % 2 == 0, 500 + pos * 8 + T);
   }
+}
+
+// Multi-row decode steps (T x group > 2) run the staged kernel by default; the register-streaming
+// kernel stays selectable (FB_SWA_DECODE_MULTIROW=stream) for A/B timing, so it is checked too.
+TEST(SlidingWindowGpu, DecodeMultiRowStreamingKernel) {
+  SKIP_WITHOUT_DEVICE();
+  const char* old = std::getenv("FB_SWA_DECODE_MULTIROW");
+  const std::string saved = old ? old : "";
+  setenv("FB_SWA_DECODE_MULTIROW", "stream", 1);
+  for (int64_t pos : {0, 1023, 2047, 131071})
+    run_case(Kind::decode, kGemma, 4, pos, 0.15f, 1.0f, true, 1200 + pos);
+  for (int64_t pos : {0, 63, 64, 300}) {
+    for (int64_t T : {2, 3, 4}) run_case(Kind::decode, kTiny, T, pos, 0.4f, 1.0f, false, 1300 + pos * 8 + T);
+  }
+  if (old)
+    setenv("FB_SWA_DECODE_MULTIROW", saved.c_str(), 1);
+  else
+    unsetenv("FB_SWA_DECODE_MULTIROW");
 }
 
 TEST(SlidingWindowGpu, PrefillTiny) {

@@ -13,10 +13,22 @@
 //    split reduce must finish before the un-rotation can mix dimensions.
 //  - GQA packed: one CTA owns the 8 q heads of a kv head, so each K/V byte is loaded and decoded once
 //    for 8 heads. Split-K over keys: grid (splits, kv heads, T).
+//  - Decode (T = 1) is latency bound below ~8K keys: its split count follows the device kv_len (one
+//    split per 64 keys, idle CTAs of the capacity-sized grid exit), the rotations run one 8-wide slab
+//    of Pi per CTA with every load in flight at once, and the split, combine and un-rotation kernels
+//    are launched with PDL so each one's launch and prologue (cache prefetch, Pi slab load) overlap
+//    the previous kernel. At 128K the split kernel is bound by its fp32 FMAs (8.6 GFLOP of q.k and
+//    p.v: ~145 us at the H200's fp32 peak), not by the 270 MB it reads. Hence a second decode split
+//    kernel on the tensor cores (tq4_sdpa_decode_mma_kernel, FB_TQ4_DECODE_PATH=mma; design notes at
+//    the kernel), same grid, partials, combine and rotations. Prefill always runs the fp32 kernel.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+
+#include <cuda_fp16.h>
 
 #include "kernels/attention/tq4_sdpa.cuh"
 #include "kernels/common/cuda_check.h"
@@ -156,6 +168,145 @@ __global__ void __launch_bounds__(128)
   }
 }
 
+// ---- decode-path rotations (T = 1): one 8-wide slab of the matrix per CTA ---------------------------
+
+// Programmatic dependent launch (sm_90): a kernel launched with the programmatic-serialization
+// attribute may start while its predecessor still runs; it must wait before reading what the
+// predecessor writes. Launched without the attribute, the wait returns at once.
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__device__ __forceinline__ void pdl_launch_dependents() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::);
+}
+
+constexpr int kSlab = 8;           // output dims per CTA
+constexpr int kSlabThreads = 256;  // 8 warps x 4 vectors = 32 vectors per CTA
+constexpr int kSlabVecsPerWarp = 4;
+constexpr int kSlabVecs = kSlabThreads / 32 * kSlabVecsPerWarp;
+
+// Lane v of the result holds sum over lanes of x[v] (31 shuffles for 32 sums instead of 160): each
+// step keeps the half of the values whose index bit matches the lane bit.
+template <int W>
+__device__ __forceinline__ void transpose_reduce_step(float (&x)[32], int lane) {
+  const bool up = lane & W;
+#pragma unroll
+  for (int i = 0; i < W; ++i) {
+    const float lo = x[i], hi = x[i + W];
+    x[i] = (up ? hi : lo) + __shfl_xor_sync(0xFFFFFFFFu, up ? lo : hi, W);
+  }
+  if constexpr (W > 1) transpose_reduce_step<W / 2>(x, lane);
+}
+__device__ __forceinline__ float transpose_reduce_32(float (&x)[32], int lane) {
+  transpose_reduce_step<16>(x, lane);
+  return x[0];
+}
+
+// y[v][j0 + jj] = sum_i A(j0 + jj, i) x[v][i], A = Pi (q rotation) or Pi^T (output un-rotation).
+// The CTA stages its 8 x 512 slab of A (16 KB of Pi: 8 rows, or 8 columns) in shared memory before
+// waiting on the predecessor (Pi is a constant), then each warp takes 4 vectors with the lanes
+// walking i. Grid (d / 8, ceil(n_vec / 32)); d = kD.
+template <class TIn, class TOut, bool kTranspose>
+__global__ void __launch_bounds__(kSlabThreads)
+    tq4_rotate_slab_kernel(const TIn* __restrict__ x, const float* __restrict__ pi, int64_t n_vec,
+                           TOut* __restrict__ y) {
+  __shared__ __align__(16) float a_s[kD][kSlab];  // a_s[i][jj] = A(j0 + jj, i)
+  const int j0 = blockIdx.x * kSlab;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  // 4 float4 per thread, all loaded before any store (one memory round trip).
+  constexpr int kSlabLoads = kD * kSlab / 4 / kSlabThreads;
+  float4 f[kSlabLoads];
+#pragma unroll
+  for (int k = 0; k < kSlabLoads; ++k) {
+    const int e = tid + k * kSlabThreads;
+    f[k] = kTranspose  // A(j, i) = Pi[i][j]: row i of Pi holds the slab's 8 columns contiguously
+               ? *reinterpret_cast<const float4*>(pi + static_cast<int64_t>(e >> 1) * kD + j0 + (e & 1) * 4)
+               // A(j, i) = Pi[j][i]: 8 contiguous rows, transposed into the slab
+               : *reinterpret_cast<const float4*>(pi + static_cast<int64_t>(j0 + e / (kD / 4)) * kD +
+                                                  (e % (kD / 4)) * 4);
+  }
+#pragma unroll
+  for (int k = 0; k < kSlabLoads; ++k) {
+    const int e = tid + k * kSlabThreads;
+    if (kTranspose) {
+      *reinterpret_cast<float4*>(&a_s[e >> 1][(e & 1) * 4]) = f[k];
+    } else {
+      const int jj = e / (kD / 4), i4 = e % (kD / 4);
+      a_s[i4 * 4][jj] = f[k].x;
+      a_s[i4 * 4 + 1][jj] = f[k].y;
+      a_s[i4 * 4 + 2][jj] = f[k].z;
+      a_s[i4 * 4 + 3][jj] = f[k].w;
+    }
+  }
+  pdl_wait();
+  pdl_launch_dependents();
+  __syncthreads();
+  const int64_t v0 = static_cast<int64_t>(blockIdx.y) * kSlabVecs + warp * kSlabVecsPerWarp;
+  // This lane's 64 x values in flight at once, then the FMAs.
+  float xr[kSlabVecsPerWarp * (kD / 32)];
+#pragma unroll
+  for (int v = 0; v < kSlabVecsPerWarp; ++v)
+#pragma unroll
+    for (int k = 0; k < kD / 32; ++k)
+      xr[v * (kD / 32) + k] = v0 + v < n_vec ? load_as_float(x + (v0 + v) * kD + lane + 32 * k) : 0.0f;
+  float part[32];  // [vector 0..3][jj 0..7]
+#pragma unroll
+  for (int k = 0; k < 32; ++k) part[k] = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kD / 32; ++k) {
+    const int i = lane + 32 * k;
+    const float4 a0 = *reinterpret_cast<const float4*>(&a_s[i][0]);
+    const float4 a1 = *reinterpret_cast<const float4*>(&a_s[i][4]);
+    const float a[kSlab] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+#pragma unroll
+    for (int v = 0; v < kSlabVecsPerWarp; ++v) {
+      const float xv = xr[v * (kD / 32) + k];
+#pragma unroll
+      for (int jj = 0; jj < kSlab; ++jj) part[v * kSlab + jj] = fmaf(a[jj], xv, part[v * kSlab + jj]);
+    }
+  }
+  const float r = transpose_reduce_32(part, lane);
+  const int64_t v = v0 + lane / kSlab;
+  if (v < n_vec) store_from_float(y + v * kD + j0 + lane % kSlab, r);
+}
+
+// Split plan of the decode path, from the device kv_len: one split per 64 keys up to max_splits
+// (the grid size), so a short context runs few, short splits and a long one fills the grid.
+__host__ __device__ __forceinline__ void decode_split_plan(int64_t kv_len, int max_splits, int& splits,
+                                                           int64_t& chunk) {
+  const int64_t s = (kv_len + 63) / 64;
+  splits = static_cast<int>(s < 1 ? 1 : (s > max_splits ? max_splits : s));
+  chunk = (kv_len + splits - 1) / splits;
+}
+
+// Decode combine: one CTA per (q head, 128 dims), one dim per thread; splits past the active count
+// (idle CTAs of the split grid) are never read.
+__global__ void __launch_bounds__(128)
+    tq4_sdpa_decode_combine_kernel(const float* __restrict__ part_o, const float2* __restrict__ part_ml,
+                                   const int32_t* __restrict__ d_kv_len, int64_t capacity, int max_splits,
+                                   float* __restrict__ out_rot) {
+  pdl_wait();
+  pdl_launch_dependents();
+  const int64_t row = blockIdx.x;
+  const int dim = blockIdx.y * 128 + threadIdx.x;
+  const int64_t kv_len = min(max(static_cast<int64_t>(*d_kv_len), int64_t{0}), capacity);
+  int splits;
+  int64_t chunk;
+  decode_split_plan(kv_len, max_splits, splits, chunk);
+  const float2* ml = part_ml + row * max_splits;
+  float m = -INFINITY;
+  for (int s = 0; s < splits; ++s) m = fmaxf(m, ml[s].x);
+  float l = 0.0f, o = 0.0f;
+  if (m != -INFINITY) {
+#pragma unroll 4
+    for (int s = 0; s < splits; ++s) {
+      const float2 e = ml[s];
+      const float w = e.x == -INFINITY ? 0.0f : exp2f(e.x - m);
+      l = fmaf(w, e.y, l);
+      o = fmaf(w, part_o[(row * max_splits + s) * kD + dim], o);
+    }
+  }
+  out_rot[row * kD + dim] = l > 0.0f ? o / l : 0.0f;
+}
+
 // ---- split-K attention ---------------------------------------------------------------------------
 
 // Sums v[h] over the 32 lanes for all 8 heads with 9 shuffles instead of 40: each step halves the
@@ -193,8 +344,8 @@ __global__ void __launch_bounds__(kThreads, 2)
                           const uint16_t* __restrict__ k_norms, const uint8_t* __restrict__ v_packed,
                           const uint16_t* __restrict__ v_norms, const float* __restrict__ centroids,
                           const int32_t* __restrict__ d_kv_len, int64_t capacity, int T, int n_q_heads,
-                          int num_splits, int64_t chunk, float scale_log2e, float* __restrict__ part_o,
-                          float2* __restrict__ part_ml) {
+                          int num_splits, int64_t chunk, bool device_plan, float scale_log2e,
+                          float* __restrict__ part_o, float2* __restrict__ part_ml) {
   __shared__ float lut[16];
   __shared__ __align__(16) float p_s[kTileN][kG];  // log2-domain scores, then p * v_norm
   __shared__ __align__(16) uint8_t v_s[kTileN][kRowBytes];
@@ -207,9 +358,27 @@ __global__ void __launch_bounds__(kThreads, 2)
     l_s[tid] = 0.0f;
   }
   const int64_t kv_len = min(max(static_cast<int64_t>(*d_kv_len), int64_t{0}), capacity);
+  if (device_plan) {  // decode: the split count follows kv_len; the grid is sized for the maximum
+    int active;
+    decode_split_plan(kv_len, num_splits, active, chunk);
+    if (split >= active) return;  // whole CTA, before any barrier; the combine never reads it
+  }
   const int64_t visible = min(kv_len, max(kv_len - T + t + 1, int64_t{0}));  // causal, in-kernel
   const int64_t begin = split * chunk;
   const int64_t end = min(begin + chunk, visible);
+
+  const uint8_t* kb = k_packed + static_cast<int64_t>(kvh) * capacity * kRowBytes;
+  const uint8_t* vb = v_packed + static_cast<int64_t>(kvh) * capacity * kRowBytes;
+  const uint16_t* knb = k_norms + static_cast<int64_t>(kvh) * capacity;
+  const uint16_t* vnb = v_norms + static_cast<int64_t>(kvh) * capacity;
+  // The cache does not depend on the q rotation still running before this kernel (PDL): pull the
+  // first tile towards L2 while waiting for it.
+  if (begin + tid / 8 < end) {
+    const int64_t key = begin + tid / 8;  // 16 keys x 8 lines of 64 B (K and V rows of 256 B)
+    const uint8_t* row = ((tid & 4) ? vb : kb) + key * kRowBytes + (tid & 3) * 64;
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(row));
+  }
+  pdl_wait();
 
   float q[kG][kLaneDims];
   {
@@ -233,10 +402,6 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int e = 0; e < kPvDims; ++e) acc[h][e] = 0.0f;
   __syncthreads();
 
-  const uint8_t* kb = k_packed + static_cast<int64_t>(kvh) * capacity * kRowBytes;
-  const uint8_t* vb = v_packed + static_cast<int64_t>(kvh) * capacity * kRowBytes;
-  const uint16_t* knb = k_norms + static_cast<int64_t>(kvh) * capacity;
-  const uint16_t* vnb = v_norms + static_cast<int64_t>(kvh) * capacity;
   constexpr int kVLoads = kTileN * kRowBytes / 16 / kThreads;  // 4 x 16 B per thread
 
   for (int64_t n0 = begin; n0 < end; n0 += kTileN) {
@@ -248,6 +413,8 @@ __global__ void __launch_bounds__(kThreads, 2)
       vreg[r] = key < end ? __ldcs(reinterpret_cast<const uint4*>(vb + key * kRowBytes) + (e % 16))
                           : make_uint4(0, 0, 0, 0);
     }
+    // v_norm of the key this lane owns in the softmax phase, loaded with the tile (not after it).
+    const float vn_lane = n0 + lane < end ? bf16_to_fp32(vnb[n0 + lane]) : 0.0f;
     uint2 kreg[kKeysPerWarp];
     float kn[kKeysPerWarp];
 #pragma unroll
@@ -295,7 +462,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       const float p = none ? 0.0f : exp2f(s - m_new);
       const float sum = warp_sum(p);
       const int64_t key = n0 + lane;
-      p_s[lane][h] = key < end ? p * bf16_to_fp32(vnb[key]) : 0.0f;
+      p_s[lane][h] = key < end ? p * vn_lane : 0.0f;
       __syncwarp();  // every lane has read m_s[h] before lane 0 replaces it
       if (lane == 0) {
         m_s[h] = m_new;
@@ -327,6 +494,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     __syncthreads();
   }
 
+  pdl_launch_dependents();  // the combine may be scheduled; it waits for these stores (grid end)
   const int64_t row0 = static_cast<int64_t>(t) * n_q_heads + kvh * kG;
 #pragma unroll
   for (int h = 0; h < kG; ++h) {
@@ -334,6 +502,313 @@ __global__ void __launch_bounds__(kThreads, 2)
         make_float4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]);
   }
   if (tid < kG) part_ml[(row0 + tid) * num_splits + split] = make_float2(m_s[tid], l_s[tid]);
+}
+
+// ---- tensor-core decode split kernel (FB_TQ4_DECODE_PATH=mma) ------------------------------------
+//
+// Same grid, split plan, PDL chaining and partial layout (part_o, part_ml) as the fp32 split kernel
+// at decode, so the combine and the un-rotation are shared. Per 64-key tile:
+//  - Scores S^T (16 keys x 8 heads per warp) with mma.sync m16n8k16 (fp16 in, fp32 accumulate): the
+//    keys are the M side, the 8 q heads of the kv head the N side (no padding). fp16 alone moves the
+//    scores (tens, in the log2 domain) by ~1e-3 and the output NMSE to ~1e-5, so q and the centroids
+//    are split into hi + lo fp16 parts and three products are summed: c_hi q_hi + c_hi q_lo + c_lo q_hi
+//    (the dropped c_lo q_lo is ~2^-22 relative). q is scaled by a power of two per kv head (its max
+//    to [0.5, 1)) and the centroids likewise, so neither part under- or overflows fp16 for any
+//    finite scale; the power-of-two scales are undone exactly in fp32 after the mma, with k_norm.
+//  - The reduction index k of the score mma is a permutation of the 512 dims chosen so that each
+//    thread's A fragments come from 64 contiguous bytes of its two key rows (4 x 16-byte loads per
+//    row, 64 contiguous bytes per row per load instruction across the 4 lanes of a row); q's B
+//    fragments use the same permutation and are staged in shared memory in fragment order (one
+//    16-byte read per k-step: q_hi and q_lo pairs).
+//  - Decode: one 16-entry table of 32-bit words (c_hi | c_lo << 16) in shared memory, 16 words in 16
+//    banks, so random nibbles never conflict; byte_perm packs two looked-up words into an fp16 pair.
+//  - Online exp2 softmax in fp32 as in the fp32 kernel (warp w: heads 2w, 2w+1; lane: 2 keys); p is
+//    multiplied by v_norm and rounded to fp16 (one rounding per key, the fp32 path keeps it fp32).
+//  - O^T (512 dims x 8 heads) += V^T P^T with V^T as the A operand: warp w owns 128 dims (8 m-tiles);
+//    in m-tile mt, fragment row r < 8 is the high (even) nibble and row r + 8 the low (odd) nibble of
+//    byte w*64 + r*8 + mt, so a thread reads 8 contiguous bytes of each of its 4 keys per k-step.
+//    V is staged in shared memory (cp.async; rows padded to 272 B: conflict-free 8-byte reads).
+//  - Checked before any run only by a CPU model (numpy, not in the repo): the fragment mappings
+//    against the PTX m16n8k16 layouts, and the roundings (fp16 hi/lo scores, fp16 p * v_norm and V
+//    centroids) at output NMSE 5e-8 .. 1e-7 vs fp64 for q sigma 1e-3 .. 1 (a single fp16 pass for the
+//    scores modelled at up to ~9e-7). Throughput estimate at 128K: bound by the shared-memory table
+//    lookups (~680 wavefronts per warp per tile), ~85 us; the fp32 kernel measured 488 us.
+constexpr int kMmaTileN = 64;                // keys per tile: 16 per warp in the score phase
+constexpr int kMmaVStride = kRowBytes + 16;  // padded V row in shared memory
+constexpr int kMmaPStride = kMmaTileN + 8;   // padded fp16 row of P (per head): conflict-free reads
+constexpr int kMmaSStride = kG + 1;          // padded fp32 row of scores (per key)
+static_assert(kMmaTileN == 16 * kWarps, "score phase: one 16-key m-tile per warp");
+static_assert(kD == 128 * kWarps, "P.V phase: 128 dims (8 m-tiles) per warp");
+
+__device__ __forceinline__ void mma_f16_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                              uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(smem)), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// x = hi + lo, both fp16 bit patterns.
+__device__ __forceinline__ void split_f16(float x, uint32_t& hi, uint32_t& lo) {
+  const __half h = __float2half_rn(x);
+  hi = __half_as_ushort(h);
+  lo = __half_as_ushort(__float2half_rn(x - __half2float(h)));
+}
+__device__ __forceinline__ uint32_t word_of(const uint4& u, int i) {
+  return i == 0 ? u.x : (i == 1 ? u.y : (i == 2 ? u.z : u.w));
+}
+// 2^-e with |x| * 2^-e in [0.5, 1) (1 for x == 0): an exact rescaling.
+__device__ __forceinline__ float pow2_normalizer(float amax) {
+  int e = 0;
+  (void)frexpf(amax, &e);
+  return ldexpf(1.0f, -e);
+}
+
+// 4 CTAs per SM (<= 128 registers): at 128K the 512 CTAs are resident in one wave.
+__global__ void __launch_bounds__(kThreads, 4)
+    tq4_sdpa_decode_mma_kernel(const float* __restrict__ q_rot, const uint8_t* __restrict__ k_packed,
+                               const uint16_t* __restrict__ k_norms, const uint8_t* __restrict__ v_packed,
+                               const uint16_t* __restrict__ v_norms, const float* __restrict__ centroids,
+                               const int32_t* __restrict__ d_kv_len, int64_t capacity, int max_splits,
+                               float scale_log2e, float* __restrict__ part_o, float2* __restrict__ part_ml) {
+  __shared__ __align__(16) uint4 q_frag[kD / 16][32];  // [k-step][lane]: q_hi pair x2, q_lo pair x2
+  __shared__ __align__(16) uint8_t v_s[kMmaTileN][kMmaVStride];
+  __shared__ float s_s[kMmaTileN][kMmaSStride];          // log2-domain scores
+  __shared__ __align__(16) __half p_h[kG][kMmaPStride];  // p * v_norm, fp16, [head][key]
+  __shared__ uint32_t lut[16];                           // c_hi | c_lo << 16 (scaled centroids)
+  __shared__ float m_s[kG], l_s[kG], alpha_s[kG];
+  __shared__ float red_s[kWarps];
+  __shared__ float cscale_s;
+
+  const int split = blockIdx.x, kvh = blockIdx.y;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, tig = lane & 3;
+  const int64_t kv_len = min(max(static_cast<int64_t>(*d_kv_len), int64_t{0}), capacity);
+  int active;
+  int64_t chunk;
+  decode_split_plan(kv_len, max_splits, active, chunk);
+  if (split >= active) return;  // whole CTA, before any barrier; the combine never reads it
+  const int64_t begin = split * chunk;
+  const int64_t end = min(begin + chunk, kv_len);
+
+  const uint8_t* kb = k_packed + static_cast<int64_t>(kvh) * capacity * kRowBytes;
+  const uint8_t* vb = v_packed + static_cast<int64_t>(kvh) * capacity * kRowBytes;
+  const uint16_t* knb = k_norms + static_cast<int64_t>(kvh) * capacity;
+  const uint16_t* vnb = v_norms + static_cast<int64_t>(kvh) * capacity;
+
+  // Constants first (they do not depend on the q rotation this kernel overlaps through PDL).
+  if (tid < 32) {
+    const float c = tid < 16 ? centroids[tid] : 0.0f;
+    const float cs = pow2_normalizer(warp_max(fabsf(c)));
+    if (tid < 16) {
+      uint32_t hi, lo;
+      split_f16(c * cs, hi, lo);
+      lut[tid] = hi | (lo << 16);
+    }
+    if (tid == 0) cscale_s = cs;
+  }
+  if (tid < kG) {
+    m_s[tid] = -INFINITY;
+    l_s[tid] = 0.0f;
+  }
+  if (begin + tid / 4 < end && tid < 128) {  // first tile's K and V rows (32 keys x 4 lines) to L2
+    const int64_t key = begin + tid / 4;
+    const uint8_t* row = ((tid & 2) ? vb : kb) + key * kRowBytes + (tid & 1) * 128;
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(row));
+  }
+  pdl_wait();
+
+  // q of the 8 heads (fp32, 16 KB): max |q * scale_log2e| -> power-of-two normalizer.
+  const float* qb = q_rot + static_cast<int64_t>(kvh) * kG * kD;
+  float amax = 0.0f;
+#pragma unroll
+  for (int r = 0; r < kG * kD / 4 / kThreads; ++r) {
+    const float4 f = reinterpret_cast<const float4*>(qb)[tid + r * kThreads];
+    amax = fmaxf(amax, fmaxf(fmaxf(fabsf(f.x), fabsf(f.y)), fmaxf(fabsf(f.z), fabsf(f.w))));
+  }
+  amax = warp_max(amax);
+  if (lane == 0) red_s[warp] = amax;
+  __syncthreads();  // also publishes lut, cscale_s, m_s, l_s
+  amax = fmaxf(fmaxf(red_s[0], red_s[1]), fmaxf(red_s[2], red_s[3]));
+  const float qs = pow2_normalizer(amax * fabsf(scale_log2e));
+  const float qmul = scale_log2e * qs;
+  // Scores come out scaled by qs * cscale (powers of two): undone exactly.
+  const float s_unscale = 1.0f / (qs * cscale_s);
+  const float o_unscale = 1.0f / cscale_s;
+
+  // B fragments of q: k-step kk, lane (g', t'): rows 2t'+{0,1} are dims 2*byte, 2*byte+1 and rows
+  // 2t'+8+{0,1} dims 2*byte+2, 2*byte+3, byte = (kk / 8) * 64 + t' * 16 + 2 * (kk % 8); column g' is
+  // head g'. Those are 4 consecutive dims.
+#pragma unroll
+  for (int r = 0; r < (kD / 16) * 32 / kThreads; ++r) {
+    const int e = tid + r * kThreads;
+    const int kk = e / 32, ln = e % 32;
+    const int gg = ln >> 2, tt = ln & 3;
+    const int byte = (kk >> 3) * 64 + tt * 16 + 2 * (kk & 7);
+    const float4 f = *reinterpret_cast<const float4*>(qb + gg * kD + 2 * byte);
+    uint32_t h0, h1, h2, h3, l0, l1, l2, l3;
+    split_f16(f.x * qmul, h0, l0);
+    split_f16(f.y * qmul, h1, l1);
+    split_f16(f.z * qmul, h2, l2);
+    split_f16(f.w * qmul, h3, l3);
+    q_frag[kk][ln] = make_uint4(h0 | (h1 << 16), h2 | (h3 << 16), l0 | (l1 << 16), l2 | (l3 << 16));
+  }
+
+  float o[8][4];
+#pragma unroll
+  for (int mt = 0; mt < 8; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[mt][e] = 0.0f;
+  __syncthreads();
+
+  for (int64_t n0 = begin; n0 < end; n0 += kMmaTileN) {
+    // V tile -> shared memory (rows past `end` zeroed: they are never read from global memory).
+#pragma unroll
+    for (int r = 0; r < kMmaTileN * kRowBytes / 16 / kThreads; ++r) {
+      const int e = tid + r * kThreads;
+      const int key = e / 16, c16 = e % 16;
+      uint8_t* dst = &v_s[key][c16 * 16];
+      if (n0 + key < end)
+        cp_async16(dst, vb + (n0 + key) * kRowBytes + c16 * 16);
+      else
+        *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+    }
+    cp_async_commit();
+    // This warp's 16 keys: rows g and g + 8, bytes c*64 + tig*16 .. +15 for c = 0..3.
+    const int64_t key_a = n0 + warp * 16 + g, key_b = key_a + 8;
+    uint4 ka[4], kc[4];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      ka[c] = key_a < end ? __ldcs(reinterpret_cast<const uint4*>(kb + key_a * kRowBytes + c * 64 + tig * 16))
+                          : make_uint4(0, 0, 0, 0);
+      kc[c] = key_b < end ? __ldcs(reinterpret_cast<const uint4*>(kb + key_b * kRowBytes + c * 64 + tig * 16))
+                          : make_uint4(0, 0, 0, 0);
+    }
+    const float kn_a = key_a < end ? bf16_to_fp32(knb[key_a]) : 0.0f;
+    const float kn_b = key_b < end ? bf16_to_fp32(knb[key_b]) : 0.0f;
+    const float vn0 = n0 + lane < end ? bf16_to_fp32(vnb[n0 + lane]) : 0.0f;
+    const float vn1 = n0 + lane + 32 < end ? bf16_to_fp32(vnb[n0 + lane + 32]) : 0.0f;
+    {  // next tile's rows towards L2 while this one computes
+      const int64_t key = n0 + kMmaTileN + tid / 2;
+      if (key < end) {
+        const uint8_t* row = ((tid & 1) ? vb : kb) + key * kRowBytes;
+        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(row));
+        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(row + 128));
+      }
+    }
+
+    // Scores: 32 k-steps x 3 mma. One accumulator chain: with 4 warps per scheduler the kernel is
+    // bound by issue (table lookups), not by the mma latency.
+    float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int kk = 0; kk < kD / 16; ++kk) {
+      const uint4 qf = q_frag[kk][lane];
+      // Bytes 2*(kk%8), +1 of chunk kk/8: the low 16 bits after the shift.
+      const uint32_t wa = word_of(ka[kk >> 3], (kk & 7) >> 1) >> ((kk & 1) * 16);
+      const uint32_t wb = word_of(kc[kk >> 3], (kk & 7) >> 1) >> ((kk & 1) * 16);
+      // Even coordinate in the high nibble -> the low half of the fp16 pair.
+      const uint32_t ea0 = lut[(wa >> 4) & 15], oa0 = lut[wa & 15];
+      const uint32_t ea1 = lut[(wa >> 12) & 15], oa1 = lut[(wa >> 8) & 15];
+      const uint32_t eb0 = lut[(wb >> 4) & 15], ob0 = lut[wb & 15];
+      const uint32_t eb1 = lut[(wb >> 12) & 15], ob1 = lut[(wb >> 8) & 15];
+      const uint32_t h0 = __byte_perm(ea0, oa0, 0x5410), h1 = __byte_perm(eb0, ob0, 0x5410);
+      const uint32_t h2 = __byte_perm(ea1, oa1, 0x5410), h3 = __byte_perm(eb1, ob1, 0x5410);
+      const uint32_t l0 = __byte_perm(ea0, oa0, 0x7632), l1 = __byte_perm(eb0, ob0, 0x7632);
+      const uint32_t l2 = __byte_perm(ea1, oa1, 0x7632), l3 = __byte_perm(eb1, ob1, 0x7632);
+      mma_f16_16816(sc, h0, h1, h2, h3, qf.x, qf.y);  // c_hi q_hi
+      mma_f16_16816(sc, h0, h1, h2, h3, qf.z, qf.w);  // c_hi q_lo
+      mma_f16_16816(sc, l0, l1, l2, l3, qf.x, qf.y);  // c_lo q_hi
+    }
+    // C fragment: sc[0], sc[1] = key g, heads 2tig, 2tig+1; sc[2], sc[3] = key g + 8.
+    {
+      const int ra = warp * 16 + g, rb = ra + 8;
+      s_s[ra][2 * tig] = key_a < end ? sc[0] * s_unscale * kn_a : -INFINITY;
+      s_s[ra][2 * tig + 1] = key_a < end ? sc[1] * s_unscale * kn_a : -INFINITY;
+      s_s[rb][2 * tig] = key_b < end ? sc[2] * s_unscale * kn_b : -INFINITY;
+      s_s[rb][2 * tig + 1] = key_b < end ? sc[3] * s_unscale * kn_b : -INFINITY;
+    }
+    cp_async_wait_all();
+    __syncthreads();
+
+    // Online softmax: warp w owns heads 2w, 2w+1; lane owns keys lane and lane + 32.
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int h = warp * 2 + hh;
+      const float s0 = s_s[lane][h], s1 = s_s[lane + 32][h];
+      const float m_old = m_s[h];
+      const float m_new = fmaxf(m_old, warp_max(fmaxf(s0, s1)));
+      const bool none = m_new == -INFINITY;
+      const float alpha = none ? 1.0f : exp2f(m_old - m_new);
+      const float p0 = none ? 0.0f : exp2f(s0 - m_new);
+      const float p1 = none ? 0.0f : exp2f(s1 - m_new);
+      const float sum = warp_sum(p0 + p1);
+      p_h[h][lane] = __float2half_rn(n0 + lane < end ? p0 * vn0 : 0.0f);
+      p_h[h][lane + 32] = __float2half_rn(n0 + lane + 32 < end ? p1 * vn1 : 0.0f);
+      __syncwarp();  // every lane has read m_s[h] before lane 0 replaces it
+      if (lane == 0) {
+        m_s[h] = m_new;
+        l_s[h] = l_s[h] * alpha + sum;
+        alpha_s[h] = alpha;
+      }
+    }
+    __syncthreads();
+
+    // O^T += V^T P^T: 4 k-steps of 16 keys x 8 m-tiles.
+    {
+      const float al0 = alpha_s[2 * tig], al1 = alpha_s[2 * tig + 1];
+#pragma unroll
+      for (int mt = 0; mt < 8; ++mt) {
+        o[mt][0] *= al0;
+        o[mt][1] *= al1;
+        o[mt][2] *= al0;
+        o[mt][3] *= al1;
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < kMmaTileN / 16; ++kk) {
+      const uint8_t* vr = &v_s[kk * 16 + 2 * tig][warp * 64 + g * 8];
+      const uint2 v0 = *reinterpret_cast<const uint2*>(vr);                    // key 2tig
+      const uint2 v1 = *reinterpret_cast<const uint2*>(vr + kMmaVStride);      // key 2tig + 1
+      const uint2 v2 = *reinterpret_cast<const uint2*>(vr + 8 * kMmaVStride);  // key 2tig + 8
+      const uint2 v3 = *reinterpret_cast<const uint2*>(vr + 9 * kMmaVStride);  // key 2tig + 9
+      const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&p_h[g][kk * 16 + 2 * tig]);
+      const uint32_t b1 = *reinterpret_cast<const uint32_t*>(&p_h[g][kk * 16 + 2 * tig + 8]);
+#pragma unroll
+      for (int mt = 0; mt < 8; ++mt) {
+        const int sh = 8 * (mt & 3);
+        const uint32_t x0 = (mt < 4 ? v0.x : v0.y) >> sh, x1 = (mt < 4 ? v1.x : v1.y) >> sh;
+        const uint32_t x2 = (mt < 4 ? v2.x : v2.y) >> sh, x3 = (mt < 4 ? v3.x : v3.y) >> sh;
+        const uint32_t r0 = __byte_perm(lut[(x0 >> 4) & 15], lut[(x1 >> 4) & 15], 0x5410);  // even dim
+        const uint32_t r1 = __byte_perm(lut[x0 & 15], lut[x1 & 15], 0x5410);                // odd dim
+        const uint32_t r2 = __byte_perm(lut[(x2 >> 4) & 15], lut[(x3 >> 4) & 15], 0x5410);
+        const uint32_t r3 = __byte_perm(lut[x2 & 15], lut[x3 & 15], 0x5410);
+        mma_f16_16816(o[mt], r0, r1, r2, r3, b0, b1);
+      }
+    }
+    __syncthreads();  // v_s, s_s and p_h are rewritten by the next tile
+  }
+
+  pdl_launch_dependents();  // the combine may be scheduled; it waits for these stores (grid end)
+  const int64_t row0 = static_cast<int64_t>(kvh) * kG;
+  float* po0 = part_o + ((row0 + 2 * tig) * max_splits + split) * kD;
+  float* po1 = part_o + ((row0 + 2 * tig + 1) * max_splits + split) * kD;
+#pragma unroll
+  for (int mt = 0; mt < 8; ++mt) {
+    const int d = 2 * (warp * 64 + g * 8 + mt);  // rows g (even dim) and g + 8 (odd dim)
+    *reinterpret_cast<float2*>(po0 + d) = make_float2(o[mt][0] * o_unscale, o[mt][2] * o_unscale);
+    *reinterpret_cast<float2*>(po1 + d) = make_float2(o[mt][1] * o_unscale, o[mt][3] * o_unscale);
+  }
+  if (tid < kG) part_ml[(row0 + tid) * max_splits + split] = make_float2(m_s[tid], l_s[tid]);
 }
 
 // One CTA per (token, q head): rescales each split by exp2(m_s - m), divides by l (0 when no key was
@@ -396,9 +871,76 @@ void launch_compress(const __nv_bfloat16* k, const __nv_bfloat16* v, int64_t T, 
   FB_CUDA_CHECK_LAUNCH();
 }
 
-void launch_sdpa(const __nv_bfloat16* q, int64_t T, int n_q_heads, const int32_t* d_kv_len, float scale,
-                 const Tq4Cache& c, const Tq4Tables& tb, void* workspace, __nv_bfloat16* out,
+// Decode (T = 1) split kernel: the fp32 CUDA-core kernel or the tensor-core one (mma.sync, fp16
+// hi/lo scores). Chosen per call from FB_TQ4_DECODE_PATH so one process (the GPU tests, a bench)
+// can run both; prefill (T > 1) always runs the fp32 kernel.
+enum class DecodePath { fp32, mma };
+// mma: every GPU test passes on both paths (H200, NMSE vs fp64 within the table) and mma is as fast
+// or faster at every context: 128K 225 vs 487 us, 32K 98 vs 156 us (results/nvidia-h200/2026-11-22-*).
+constexpr DecodePath kDefaultDecodePath = DecodePath::mma;
+
+DecodePath decode_path_from_env() {
+  const char* e = std::getenv("FB_TQ4_DECODE_PATH");
+  if (e == nullptr || *e == '\0') return kDefaultDecodePath;
+  if (std::strcmp(e, "fp32") == 0) return DecodePath::fp32;
+  if (std::strcmp(e, "mma") == 0) return DecodePath::mma;
+  throw std::invalid_argument(std::string("tq4: FB_TQ4_DECODE_PATH must be fp32 or mma, got '") + e + "'");
+}
+
+// Launch with programmatic stream serialization: the kernel may start while the previous one in the
+// stream finishes (it waits with griddepcontrol.wait before reading that kernel's output), which
+// hides the launch gap between the small decode kernels. Captured into graphs as programmatic edges.
+template <class... KArgs, class... Args>
+void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t stream, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  FB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
+}
+
+// Decode (T = 1): rotate q (a plain launch: it reads the caller's q), then split-K attention,
+// combine and un-rotation, each overlapping its predecessor's tail through PDL. The split count
+// follows the device kv_len (grid sized for the capacity's maximum, idle CTAs exit at once).
+void launch_decode(DecodePath path, const __nv_bfloat16* q, int n_q_heads, const int32_t* d_kv_len,
+                   float scale, const Tq4Cache& c, const Tq4Tables& tb, void* workspace, __nv_bfloat16* out,
+                   cudaStream_t stream) {
+  const int max_splits = tq4_sdpa_num_splits(1, c.n_kv_heads, c.capacity);
+  const Workspace w = carve(workspace, 1, n_q_heads, max_splits);
+  const dim3 rot_grid(kD / kSlab, static_cast<unsigned>((n_q_heads + kSlabVecs - 1) / kSlabVecs));
+  tq4_rotate_slab_kernel<__nv_bfloat16, float, false>
+      <<<rot_grid, kSlabThreads, 0, stream>>>(q, tb.rotation, n_q_heads, w.q_rot);
+  FB_CUDA_CHECK_LAUNCH();
+  if (path == DecodePath::mma) {
+    launch_pdl(tq4_sdpa_decode_mma_kernel, dim3(max_splits, c.n_kv_heads, 1), dim3(kThreads), stream,
+               static_cast<const float*>(w.q_rot), c.k_packed, c.k_norms, c.v_packed, c.v_norms, tb.centroids,
+               d_kv_len, c.capacity, max_splits, scale * kLog2e, w.part_o, w.part_ml);
+  } else {
+    launch_pdl(tq4_sdpa_split_kernel, dim3(max_splits, c.n_kv_heads, 1), dim3(kThreads), stream,
+               static_cast<const float*>(w.q_rot), c.k_packed, c.k_norms, c.v_packed, c.v_norms, tb.centroids,
+               d_kv_len, c.capacity, 1, n_q_heads, max_splits, int64_t{0}, true, scale * kLog2e, w.part_o,
+               w.part_ml);
+  }
+  launch_pdl(tq4_sdpa_decode_combine_kernel, dim3(n_q_heads, kD / 128, 1), dim3(128), stream,
+             static_cast<const float*>(w.part_o), static_cast<const float2*>(w.part_ml), d_kv_len, c.capacity,
+             max_splits, w.out_rot);
+  launch_pdl(tq4_rotate_slab_kernel<float, __nv_bfloat16, true>, rot_grid, dim3(kSlabThreads), stream,
+             static_cast<const float*>(w.out_rot), tb.rotation, static_cast<int64_t>(n_q_heads), out);
+}
+
+void launch_sdpa(DecodePath path, const __nv_bfloat16* q, int64_t T, int n_q_heads, const int32_t* d_kv_len,
+                 float scale, const Tq4Cache& c, const Tq4Tables& tb, void* workspace, __nv_bfloat16* out,
                  cudaStream_t stream) {
+  if (T == 1) {
+    launch_decode(path, q, n_q_heads, d_kv_len, scale, c, tb, workspace, out, stream);
+    return;
+  }
   const int splits = tq4_sdpa_num_splits(T, c.n_kv_heads, c.capacity);
   const int64_t chunk = (c.capacity + splits - 1) / splits;
   const int64_t rows = T * n_q_heads;
@@ -410,7 +952,7 @@ void launch_sdpa(const __nv_bfloat16* q, int64_t T, int n_q_heads, const int32_t
   const dim3 grid(splits, c.n_kv_heads, static_cast<unsigned>(T));
   tq4_sdpa_split_kernel<<<grid, kThreads, 0, stream>>>(
       w.q_rot, c.k_packed, c.k_norms, c.v_packed, c.v_norms, tb.centroids, d_kv_len, c.capacity,
-      static_cast<int>(T), n_q_heads, splits, chunk, scale * kLog2e, w.part_o, w.part_ml);
+      static_cast<int>(T), n_q_heads, splits, chunk, false, scale * kLog2e, w.part_o, w.part_ml);
   FB_CUDA_CHECK_LAUNCH();
   tq4_sdpa_reduce_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(w.part_o, w.part_ml, splits,
                                                                                w.out_rot);
@@ -445,6 +987,8 @@ int tq4_sdpa_num_splits(int64_t T, int n_kv_heads, int64_t capacity) {
   return static_cast<int>(T == 1 ? by_len : std::min(by_len, by_par));
 }
 
+const char* tq4_sdpa_decode_path() { return decode_path_from_env() == DecodePath::mma ? "mma" : "fp32"; }
+
 size_t tq4_sdpa_workspace_bytes(int64_t T, int n_q_heads, const Tq4Cache& c) {
   const int64_t splits = tq4_sdpa_num_splits(T, c.n_kv_heads, c.capacity);
   const int64_t rows = T * n_q_heads;
@@ -475,7 +1019,8 @@ void tq4_sdpa(const __nv_bfloat16* q, int64_t T, int n_q_heads, const int32_t* d
   require(q && out && d_kv_len && workspace, "sdpa: null pointer");
   require(aligned16(q) && aligned16(workspace), "sdpa: q and workspace must be 16-byte aligned");
   require(workspace_bytes >= tq4_sdpa_workspace_bytes(T, n_q_heads, cache), "sdpa: workspace too small");
-  launch_sdpa(q, T, n_q_heads, d_kv_len, scale, cache, tables, workspace, out, stream);
+  const DecodePath path = decode_path_from_env();  // before anything is enqueued: a bad value throws
+  launch_sdpa(path, q, T, n_q_heads, d_kv_len, scale, cache, tables, workspace, out, stream);
 }
 
 }  // namespace fb::cuda

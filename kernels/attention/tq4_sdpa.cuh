@@ -46,17 +46,27 @@ struct Tq4Cache {
 void tq4_compress_append(const __nv_bfloat16* k, const __nv_bfloat16* v, int64_t T, const int32_t* d_pos,
                          const Tq4Tables& tables, const Tq4Cache& cache, cudaStream_t stream);
 
-// Split-K count the attention uses: fixed by T and the cache capacity (not by kv_len, which is only
-// known on the device), so it is the same on every graph replay.
+// Split-K count the attention's grid is sized for: fixed by T and the cache capacity, so it is the
+// same on every graph replay. Prefill (T > 1) runs exactly this many splits; decode (T = 1) runs
+// min(this, ceil(kv_len / 64)) splits of ceil(kv_len / splits) keys, chosen on the device from kv_len.
 int tq4_sdpa_num_splits(int64_t T, int n_kv_heads, int64_t capacity);
 // Device scratch the attention needs: q_rot, out_rot and the split partials, all fp32.
 size_t tq4_sdpa_workspace_bytes(int64_t T, int n_q_heads, const Tq4Cache& cache);
 
+// The decode (T = 1) split kernel tq4_sdpa launches: "fp32" (CUDA-core FMAs) or "mma" (tensor cores,
+// mma.sync m16n8k16 with fp16 hi/lo parts of q and the centroids for the scores, fp16 p * v_norm for
+// P.V). Read from the environment variable FB_TQ4_DECODE_PATH (fp32 | mma; unset or empty: the
+// default, mma) on every call, so a captured graph keeps the path it was captured with. Throws
+// std::invalid_argument for any other value (tq4_sdpa too, before enqueuing anything).
+const char* tq4_sdpa_decode_path();
+
 // out = softmax(scale * q k^T + causal mask) v over the dequantized cache, computed in the rotated
 // domain: q_rot = Pi q (fp32), scores = k_norm * (q_rot . c[k_idx]), out = Pi^T (sum p v_norm c[v_idx]) / l.
 // Built for head_dim 512 and GQA 8:1 (the gemma4 full layers): n_q_heads = 8 x n_kv_heads. Four
-// launches: rotate q, split-K attention, reduce, un-rotate. Throws std::invalid_argument before
-// anything is enqueued for unsupported shapes, null or misaligned (16 B) pointers or a small workspace.
+// launches: rotate q, split-K attention, reduce, un-rotate; at decode the last three are launched
+// with programmatic dependent launch (PDL), so each overlaps its predecessor's tail. Throws
+// std::invalid_argument before anything is enqueued for unsupported shapes, null or misaligned (16 B)
+// pointers or a small workspace.
 void tq4_sdpa(const __nv_bfloat16* q, int64_t T, int n_q_heads, const int32_t* d_kv_len, float scale,
               const Tq4Cache& cache, const Tq4Tables& tables, void* workspace, size_t workspace_bytes,
               __nv_bfloat16* out, cudaStream_t stream);

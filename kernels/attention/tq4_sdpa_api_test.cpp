@@ -2,7 +2,9 @@
 // so it runs without a device.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <stdexcept>
+#include <string>
 
 #include "kernels/attention/tq4_sdpa.cuh"
 
@@ -35,6 +37,26 @@ TEST(Tq4SdpaApi, RejectsUnsupportedShapes) {
   EXPECT_THROW(sdpa(cache(512), tables(512), 32, 1, 16), std::invalid_argument);   // workspace
   EXPECT_THROW(sdpa(cache(512), tables(512), 32, 1, big, g_bytes + 2), std::invalid_argument);  // alignment
   EXPECT_THROW(sdpa(cache(512, 4, 0), tables(512), 32, 1, big), std::invalid_argument);         // empty cache
+}
+
+TEST(Tq4SdpaApi, DecodePathFromEnvironment) {
+  const char* old = std::getenv("FB_TQ4_DECODE_PATH");
+  const std::string saved = old ? old : "";
+  unsetenv("FB_TQ4_DECODE_PATH");
+  EXPECT_STREQ(fb::cuda::tq4_sdpa_decode_path(), "mma");  // the default
+  setenv("FB_TQ4_DECODE_PATH", "mma", 1);
+  EXPECT_STREQ(fb::cuda::tq4_sdpa_decode_path(), "mma");
+  setenv("FB_TQ4_DECODE_PATH", "fp32", 1);
+  EXPECT_STREQ(fb::cuda::tq4_sdpa_decode_path(), "fp32");
+  // A typo must fail loudly, and tq4_sdpa must throw before enqueuing anything (valid arguments
+  // otherwise: these host pointers would fault in a kernel).
+  setenv("FB_TQ4_DECODE_PATH", "MMA ", 1);
+  EXPECT_THROW(fb::cuda::tq4_sdpa_decode_path(), std::invalid_argument);
+  EXPECT_THROW(sdpa(cache(512), tables(512), 32, 1, size_t{1} << 40), std::invalid_argument);
+  if (old)
+    setenv("FB_TQ4_DECODE_PATH", saved.c_str(), 1);
+  else
+    unsetenv("FB_TQ4_DECODE_PATH");
 }
 
 TEST(Tq4SdpaApi, WorkspaceAndSplits) {

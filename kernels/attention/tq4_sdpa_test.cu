@@ -5,6 +5,8 @@
 //    dequantized cache (the issue's target), kv_len read from device memory with garbage (NaN norms)
 //    past it, NaN-poisoned outputs with guard words behind them;
 //  - a captured CUDA graph replayed after the device-side position / kv_len change;
+//  - every decode (T = 1) case runs BOTH split kernels, FB_TQ4_DECODE_PATH=fp32 and =mma (the
+//    tensor-core one), each held to the same NMSE bound, and the two are compared with each other;
 //  - the NMSE against fp64 attention over the unquantized K/V is printed: it measures TurboQuant's
 //    quantization, not the kernel, and has no bound here.
 // On failure each case prints its parameters, the metric, the worst element and a reproducer.
@@ -14,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -56,6 +59,31 @@ std::vector<T> download(const DeviceBuffer<T>& d, size_t n) {
   FB_CUDA_CHECK(cudaMemcpy(h.data(), d.get(), n * sizeof(T), cudaMemcpyDeviceToHost));
   return h;
 }
+
+// The decode split kernels: every T = 1 case runs each of them (tq4_sdpa reads the variable per call).
+const char* const kDecodePaths[] = {"fp32", "mma"};
+
+// Sets FB_TQ4_DECODE_PATH for a scope and restores the previous value.
+class DecodePathScope {
+ public:
+  explicit DecodePathScope(const char* path) {
+    if (const char* old = std::getenv("FB_TQ4_DECODE_PATH")) m_old = old, m_had = true;
+    setenv("FB_TQ4_DECODE_PATH", path, 1);
+    EXPECT_STREQ(fb::cuda::tq4_sdpa_decode_path(), path);
+  }
+  ~DecodePathScope() {
+    if (m_had)
+      setenv("FB_TQ4_DECODE_PATH", m_old.c_str(), 1);
+    else
+      unsetenv("FB_TQ4_DECODE_PATH");
+  }
+  DecodePathScope(const DecodePathScope&) = delete;
+  DecodePathScope& operator=(const DecodePathScope&) = delete;
+
+ private:
+  std::string m_old;
+  bool m_had = false;
+};
 
 // The codebook and rotation, on host and device.
 struct Tables {
@@ -210,30 +238,61 @@ void expect_close(const std::vector<float>& got, const std::vector<double>& want
 struct AttnCase {
   int64_t T, ctx, spare;  // kv_len = ctx + T; capacity = kv_len + spare
   float q_sigma;          // 1: RMS-normed q (scores ~ +-20, very peaked); 0.25: softer attention
+  float scale = 1.0f;     // gemma passes 1.0
 };
 
+std::string repro_filter() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  return std::string("fb_tq4_sdpa_gpu_test --gtest_filter=") + info->test_suite_name() + "." + info->name();
+}
+
+// Decode cases run both split kernels against one fp64 reference; the mma and fp32 outputs are also
+// held to the same bound against each other (a wrong fragment layout in one of them cannot hide).
 void run_attention_case(const AttnCase& a, uint64_t seed) {
   const int n_kv = 4, n_q = 32;
   const int64_t kv_len = a.ctx + a.T, cap = kv_len + a.spare;
   const Cache c = synthetic_cache(n_kv, cap, kv_len, seed);
   const auto q = random_bf16(static_cast<size_t>(a.T) * n_q * kD, a.q_sigma, seed, 9);
-  const auto got = run_sdpa(c, q, a.T, kv_len, 1.0f);
-  const auto want = reference(c, q, a.T, kv_len, 1.0f);
-  char name[160];
-  std::snprintf(name, sizeof name, "T=%lld ctx=%lld kv_len=%lld capacity=%lld q_sigma=%g seed=%llu",
-                (long long)a.T, (long long)a.ctx, (long long)kv_len, (long long)cap, a.q_sigma,
+  const auto want = reference(c, q, a.T, kv_len, a.scale);
+  char name[192];
+  std::snprintf(name, sizeof name, "T=%lld ctx=%lld kv_len=%lld capacity=%lld q_sigma=%g scale=%g seed=%llu",
+                (long long)a.T, (long long)a.ctx, (long long)kv_len, (long long)cap, a.q_sigma, a.scale,
                 (unsigned long long)seed);
-  expect_close(got, want, name,
-               "fb_tq4_sdpa_gpu_test --gtest_filter=" +
-                   std::string(::testing::UnitTest::GetInstance()->current_test_info()->test_suite_name()) +
-                   ".*");
+  if (a.T > 1) {  // prefill: one kernel whatever the decode path
+    expect_close(run_sdpa(c, q, a.T, kv_len, a.scale), want, name, repro_filter());
+    return;
+  }
+  std::vector<std::vector<float>> outs;
+  for (const char* path : kDecodePaths) {
+    DecodePathScope scope(path);
+    outs.push_back(run_sdpa(c, q, a.T, kv_len, a.scale));
+    expect_close(outs.back(), want, std::string(name) + " path=" + path,
+                 "FB_TQ4_DECODE_PATH=" + std::string(path) + " " + repro_filter());
+  }
+  std::vector<double> fp32_out(outs[0].begin(), outs[0].end());
+  expect_close(outs[1], fp32_out, std::string(name) + " mma vs fp32", repro_filter());
 }
 
 TEST(Tq4SdpaGpu, DecodeMatchesFp64OverDequantizedCache) {
   SKIP_WITHOUT_DEVICE();
   // Tile edges (31/32/33 keys), split edges (capacity / 64), one key, and a long context.
-  for (int64_t ctx : {0, 30, 31, 32, 63, 64, 300, 4095, 20000}) {
+  // The mma kernel's 64-key tiles: 62/63/64/65 (kv_len 63..66), 127/128 (two tiles exactly and one
+  // key more).
+  for (int64_t ctx : {0, 1, 30, 31, 32, 62, 63, 64, 65, 127, 128, 300, 1000, 4095, 20000}) {
     for (float qs : {1.0f, 0.25f}) run_attention_case({1, ctx, 37, qs}, 1000 + ctx);
+  }
+}
+
+TEST(Tq4SdpaGpu, DecodeScaleAndQMagnitude) {
+  SKIP_WITHOUT_DEVICE();
+  // The mma kernel rescales q by a power of two per kv head before splitting it into fp16 parts:
+  // a tiny q, a large q with a small scale (1/sqrt(d)), and a large scale must all stay within bound.
+  // q = 0 (uniform attention: only the P.V phase matters) and kv_len 1 (DecodeMatchesFp64's ctx 0:
+  // the output is that key's value whatever its score) tell a wrong score mapping from a wrong P.V one.
+  for (const AttnCase& a : {AttnCase{1, 500, 3, 0.0f, 1.0f}, AttnCase{1, 777, 3, 1e-3f, 1.0f},
+                            AttnCase{1, 777, 3, 8.0f, 0.0441941738f}, AttnCase{1, 200, 0, 1.0f, 3.0f},
+                            AttnCase{1, 5000, 11, 0.5f, -1.0f}}) {
+    run_attention_case(a, 5000 + static_cast<uint64_t>(a.q_sigma * 1000));
   }
 }
 
@@ -241,6 +300,19 @@ TEST(Tq4SdpaGpu, DecodeKvLenBelowCapacity) {
   SKIP_WITHOUT_DEVICE();
   // A cache allocated for 8192 positions with 100 valid: most splits see no key at all.
   run_attention_case({1, 99, 8192 - 100, 1.0f}, 7);
+}
+
+TEST(Tq4SdpaGpu, DecodeSplitPlanFromDeviceKvLen) {
+  SKIP_WITHOUT_DEVICE();
+  // The decode split count follows the device kv_len (one split per 64 keys, at most the grid's
+  // maximum from the capacity): kv_len 1 in a 100K cache (one split, the rest of the grid idle),
+  // 4101 keys in a 64K cache (65 splits, kv_len not a multiple of the split), exactly 128 x 64
+  // keys, and 8256 keys at the 128-split cap (chunk 65, the last split holds one key).
+  for (const AttnCase& a :
+       {AttnCase{1, 0, 100000, 1.0f}, AttnCase{1, 4100, 65536 - 4101, 1.0f}, AttnCase{1, 8191, 0, 0.25f},
+        AttnCase{1, 8255, 0, 1.0f}, AttnCase{1, 8255, 50, 0.25f}}) {
+    run_attention_case(a, 3000 + a.ctx);
+  }
 }
 
 TEST(Tq4SdpaGpu, PrefillCausalMatchesFp64) {
@@ -341,29 +413,35 @@ TEST(Tq4SdpaGpu, EndToEndCompressThenAttend) {
   FB_CUDA_CHECK(cudaDeviceSynchronize());
   c.from_device();
   for (float qs : {1.0f, 0.25f}) {
-    const auto q = random_bf16(n_q * kD, qs, 78, 3);
-    const auto got = run_sdpa(c, q, 1, ctx, 1.0f);
-    expect_close(got, reference(c, q, 1, ctx, 1.0f), "end-to-end q_sigma=" + std::to_string(qs),
-                 "fb_tq4_sdpa_gpu_test --gtest_filter=Tq4SdpaGpu.EndToEndCompressThenAttend");
-    // Unquantized: K/V as [kv][pos][d] doubles.
-    std::vector<double> kd(n_kv * cap * kD, 0.0), vd(kd.size(), 0.0), qd(q.size()), want(q.size());
-    for (int64_t p = 0; p < ctx; ++p)
-      for (int h = 0; h < n_kv; ++h)
-        for (int i = 0; i < kD; ++i) {
-          kd[(h * cap + p) * kD + i] = bf16_to_fp32(k[(p * n_kv + h) * kD + i]);
-          vd[(h * cap + p) * kD + i] = bf16_to_fp32(v[(p * n_kv + h) * kD + i]);
-        }
-    for (size_t i = 0; i < q.size(); ++i) qd[i] = bf16_to_fp32(q[i]);
-    fb::tq4::attention_fp64(qd.data(), kd.data(), vd.data(), 1, n_q, n_kv, kD, cap, ctx, 1.0, want.data());
-    const Metrics m = compare(got, want);
-    std::printf(
-        "[tq4] vs unquantized K/V (quantization error, informational) q_sigma=%g: nmse %.3e cosine %.6f\n",
-        qs, m.nmse, m.cosine);
+    for (const char* path : kDecodePaths) {
+      DecodePathScope scope(path);
+      const auto q = random_bf16(n_q * kD, qs, 78, 3);
+      const auto got = run_sdpa(c, q, 1, ctx, 1.0f);
+      expect_close(got, reference(c, q, 1, ctx, 1.0f),
+                   "end-to-end q_sigma=" + std::to_string(qs) + " path=" + path,
+                   "FB_TQ4_DECODE_PATH=" + std::string(path) +
+                       " fb_tq4_sdpa_gpu_test --gtest_filter=Tq4SdpaGpu.EndToEndCompressThenAttend");
+      // Unquantized: K/V as [kv][pos][d] doubles.
+      std::vector<double> kd(n_kv * cap * kD, 0.0), vd(kd.size(), 0.0), qd(q.size()), want(q.size());
+      for (int64_t p = 0; p < ctx; ++p)
+        for (int h = 0; h < n_kv; ++h)
+          for (int i = 0; i < kD; ++i) {
+            kd[(h * cap + p) * kD + i] = bf16_to_fp32(k[(p * n_kv + h) * kD + i]);
+            vd[(h * cap + p) * kD + i] = bf16_to_fp32(v[(p * n_kv + h) * kD + i]);
+          }
+      for (size_t i = 0; i < q.size(); ++i) qd[i] = bf16_to_fp32(q[i]);
+      fb::tq4::attention_fp64(qd.data(), kd.data(), vd.data(), 1, n_q, n_kv, kD, cap, ctx, 1.0, want.data());
+      const Metrics m = compare(got, want);
+      std::printf(
+          "[tq4] vs unquantized K/V (quantization error, informational) q_sigma=%g path=%s: nmse %.3e "
+          "cosine %.6f\n",
+          qs, path, m.nmse, m.cosine);
+    }
   }
 }
 
-TEST(Tq4SdpaGpu, GraphReplayReadsPositionAndKvLenFromDevice) {
-  SKIP_WITHOUT_DEVICE();
+void graph_replay_case(const char* path) {
+  DecodePathScope scope(path);  // the graph keeps the kernel it was captured with
   const auto& tb = tables();
   const int n_kv = 4, n_q = 32;
   const int64_t cap = 512;
@@ -389,7 +467,8 @@ TEST(Tq4SdpaGpu, GraphReplayReadsPositionAndKvLenFromDevice) {
                      stream.get());
   FB_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &graph));
   FB_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  for (int32_t pos : {40, 300}) {
+  // 0: kv_len 1; 40, 63 and 300: inside, at the end of and past a 64-key tile; 511: the last slot.
+  for (int32_t pos : {40, 0, 63, 300, 511}) {
     const int32_t len = pos + 1;
     FB_CUDA_CHECK(cudaMemcpy(dpos.get(), &pos, 4, cudaMemcpyHostToDevice));
     FB_CUDA_CHECK(cudaMemcpy(dlen.get(), &len, 4, cudaMemcpyHostToDevice));
@@ -409,17 +488,26 @@ TEST(Tq4SdpaGpu, GraphReplayReadsPositionAndKvLenFromDevice) {
     std::vector<float> got(n_q * kD);
     const auto raw = download(dout, got.size());
     for (size_t i = 0; i < got.size(); ++i) got[i] = bf16_to_fp32(raw[i]);
-    expect_close(got, reference(c, q, 1, len, 1.0f), "graph replay kv_len=" + std::to_string(len),
-                 "fb_tq4_sdpa_gpu_test --gtest_filter=Tq4SdpaGpu.GraphReplayReadsPositionAndKvLenFromDevice");
+    expect_close(
+        got, reference(c, q, 1, len, 1.0f), "graph replay kv_len=" + std::to_string(len) + " path=" + path,
+        "FB_TQ4_DECODE_PATH=" + std::string(path) +
+            " fb_tq4_sdpa_gpu_test --gtest_filter=Tq4SdpaGpu.GraphReplayReadsPositionAndKvLenFromDevice");
   }
   FB_CUDA_CHECK(cudaGraphExecDestroy(exec));
   FB_CUDA_CHECK(cudaGraphDestroy(graph));
 }
 
+TEST(Tq4SdpaGpu, GraphReplayReadsPositionAndKvLenFromDevice) {
+  SKIP_WITHOUT_DEVICE();
+  for (const char* path : kDecodePaths) graph_replay_case(path);
+}
+
 TEST(Tq4SdpaGpu, LongContextDecode) {
   SKIP_WITHOUT_DEVICE();
-  // The scenario's largest context: 128 splits of 1024 keys.
+  // The scenario's largest context: 128 splits of 1024 keys (16 full 64-key tiles each); then one
+  // key less than a multiple of 128, so every split has a partial last tile.
   run_attention_case({1, 131071, 0, 1.0f}, 131071);
+  run_attention_case({1, 131071 - 129, 1000, 0.25f}, 131071 - 129);
 }
 
 }  // namespace

@@ -1,9 +1,15 @@
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
 #include "kernels/common/cuda_check.h"
 #include "kernels/gemv/w4a8_matvec.cuh"
+#include "kernels/gemv/w4a8_matvec_tuning.cuh"
 #include "reference/formats/blocks.h"
 
 namespace fb::cuda {
@@ -394,10 +400,154 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<F, M>)
   }
 }
 
+// ---- Staged variant. The legacy kernel reads each lane's Q8 block (48-byte stride across lanes)
+// straight from global: three 16-byte loads that touch 12 L1 lines per warp each, once per token
+// and row pair, which saturates L1 before DRAM at M = 4. Here every block copies the activations
+// once into shared memory as three planar arrays (quants even, quants odd, d + half sums), so a
+// warp's read of one unit is 512 contiguous bytes per array, and R rows share it.
+// Balance: a persistent grid where block b owns tasks [b*T/G, (b+1)*T/G) (equal within one task),
+// and its warps take tasks from a shared counter, so no warp idles while its block has work. The
+// first task's weights are requested before the wait on the preceding kernel (PDL) and a warp
+// requests its next task's first chunk before reducing the current one.
+// Per-row arithmetic is the legacy kernel's: lane l sums units l, l+32, ... in order, then the same
+// xor tree; rows never mix, so any R, U and grid give the same bits.
+constexpr int kWarps2 = 8;
+constexpr int kSmemBudget2 = 100 * 1024;  // two blocks per SM still fit (228 KB)
+
+__device__ __forceinline__ void griddep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void griddep_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Two resident blocks (128 registers) hold 12 fragments at M = 1; with M >= 2 tokens' activations
+// live too, so the 12-fragment variants take the full register file at one block per SM instead of
+// spilling.
+template <int M, int R, int U>
+inline constexpr int kMinBlocks2 = (M >= 2 && (R * U) >= 12) ? 1 : 2;
+
+template <MatvecFormat F, int M, int R, int U>
+__global__ void __launch_bounds__(kWarps2 * 32, kMinBlocks2<M, R, U>)
+    matvec_staged_kernel(Args args, const Q8Block* __restrict__ q8, int64_t n, __nv_bfloat16* __restrict__ y,
+                         MatvecEpilogue ep) {
+  static_assert(R % 2 == 0, "a task holds whole [gate, up] pairs");
+  using W = Fmt<F>;
+  extern __shared__ uint4 s_act[];  // [3][M * units]: even quants, odd quants, {d, sum_lo, sum_hi, pad}
+  __shared__ int s_next;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t units = args.k / 32;
+  const bool glu = ep != MatvecEpilogue::none;
+  const int64_t half = n / 2;
+  constexpr int H = R / 2;
+  const int64_t tasks = glu ? (half + H - 1) / H : (n + R - 1) / R;
+  const int64_t t_begin = tasks * blockIdx.x / gridDim.x;
+  const int64_t t_end = tasks * (blockIdx.x + 1) / gridDim.x;
+  // Row r of a task (GLU: r < H gate rows, r >= H the matching up rows); rows past the end read the
+  // task's first row again and are not written.
+  auto row_of = [&](int64_t task, int r) -> int64_t {
+    if (glu) {
+      const int64_t g = task * H + (r % H);
+      return (g < half ? g : task * H) + (r >= H ? half : 0);
+    }
+    const int64_t row = task * R + r;
+    return row < n ? row : task * R;
+  };
+  auto valid = [&](int64_t task, int r) { return glu ? task * H + (r % H) < half : task * R + r < n; };
+
+  typename W::Frag f[U][R];
+  auto load_chunk = [&](int64_t task, int64_t u0) {
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      // Slots past the row's end load a valid unit and are never used (K = 256 leaves lanes idle).
+      int64_t u = u0 + 32 * i;
+      if (u >= units) u = u0 < units ? u0 : 0;
+#pragma unroll
+      for (int r = 0; r < R; ++r) f[i][r] = W::load(args, row_of(task, r), u);
+    }
+  };
+
+  int64_t task = t_begin + warp;
+  if (task < t_end) load_chunk(task, lane);
+  griddep_wait();  // q8 (and y) belong to the preceding kernel until here
+  const int64_t total = M * units;
+  uint4* s_e = s_act;
+  uint4* s_o = s_act + total;
+  uint4* s_m = s_act + 2 * total;
+  for (int64_t i = threadIdx.x; i < total; i += blockDim.x) {
+    const uint4* p = reinterpret_cast<const uint4*>(q8 + i);
+    s_e[i] = __ldg(p);
+    s_o[i] = __ldg(p + 1);
+    s_m[i] = __ldg(p + 2);
+  }
+  if (threadIdx.x == 0) s_next = kWarps2;
+  __syncthreads();
+
+  while (task < t_end) {
+    float acc[R][M];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int t = 0; t < M; ++t) acc[r][t] = 0.0f;
+    for (int64_t u0 = lane; u0 < units; u0 += 32 * U) {
+      if (u0 != lane) load_chunk(task, u0);  // the first chunk is already in flight
+#pragma unroll
+      for (int i = 0; i < U; ++i) {
+        const int64_t u = u0 + 32 * i;
+        if (u >= units) break;
+#pragma unroll
+        for (int t = 0; t < M; ++t) {
+          const uint4 mm = s_m[t * units + u];
+          const typename W::Act a{
+              s_e[t * units + u], s_o[t * units + u],
+              Q8Meta{__uint_as_float(mm.x), static_cast<int>(mm.y), static_cast<int>(mm.z)}};
+#pragma unroll
+          for (int r = 0; r < R; ++r) acc[r][t] = __fadd_rn(acc[r][t], W::dot(f[i][r], a));
+        }
+      }
+    }
+    const int64_t cur = task;
+    int next = 0;
+    if (lane == 0) next = atomicAdd(&s_next, 1);
+    task = t_begin + __shfl_sync(0xFFFFFFFFu, next, 0);
+    if (task < t_end) load_chunk(task, lane);  // in flight while this task reduces and writes
+#pragma unroll
+    for (int t = 0; t < M; ++t)
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1)
+          acc[r][t] = __fadd_rn(acc[r][t], __shfl_xor_sync(0xFFFFFFFFu, acc[r][t], off));
+    if (lane < M) {
+#pragma unroll
+      for (int t = 0; t < M; ++t) {
+        if (lane != t) continue;
+        if (glu) {
+#pragma unroll
+          for (int j = 0; j < H; ++j) {
+            if (!valid(cur, j)) continue;
+            const float g = round_bf16(acc[j][t]), up = round_bf16(acc[j + H][t]);
+            y[t * half + row_of(cur, j)] = __float2bfloat16_rn(__fmul_rn(glu_act(ep, g), up));
+          }
+        } else {
+#pragma unroll
+          for (int r = 0; r < R; ++r)
+            if (valid(cur, r)) y[t * n + row_of(cur, r)] = __float2bfloat16_rn(acc[r][t]);
+        }
+      }
+    }
+  }
+}
+
 // One warp per 32-element block: amax by shuffle, then the quants and half sums (bit-exact with
 // fb::quantize_activations_q8: __fdiv_rn, __frcp_rn = 1.0f/d rounded once, __fmul_rn, _rn convert).
 __global__ void __launch_bounds__(256)
     quantize_q8_kernel(const __nv_bfloat16* __restrict__ x, int64_t blocks, Q8Block* __restrict__ q8) {
+  griddep_launch_dependents();  // a PDL-launched matvec may start its weight loads now
   const int lane = threadIdx.x & 31;
   const int64_t b = static_cast<int64_t>(blockIdx.x) * 8 + threadIdx.x / 32;
   if (b >= blocks) return;
@@ -449,18 +599,116 @@ void launch_matvec(const Args& args, const Q8Block* q8, int64_t n, __nv_bfloat16
   FB_CUDA_CHECK_LAUNCH();
 }
 
+// A software-pipelined form (two fragment buffers, the next chunk in flight during the dp4a work)
+// was measured too and lost everywhere on H200 (1 block/SM at M = 4, 10-30 % slower at M = 1), so
+// it was dropped; scripts/gpu-check.d/matvec.sh re-measures the variants kept here.
+enum Variant { kAuto = 0, kLegacy, kR2U6, kR4U3, kVariantCount };
+constexpr const char* kVariantNames[kVariantCount] = {"auto", "legacy", "r2u6", "r4u3"};
+std::atomic<int> g_variant_override{-1};
+
+int env_variant() {
+  static const int v = [] {
+    const char* s = std::getenv("FUSEBENCH_MATVEC_VARIANT");
+    if (s == nullptr || *s == '\0') return -1;
+    const int i = matvec_tuning::variant_index(s);
+    if (i < 0) throw std::invalid_argument(std::string("FUSEBENCH_MATVEC_VARIANT: unknown variant ") + s);
+    return i;
+  }();
+  return v;
+}
+
+constexpr bool staged_format(MatvecFormat f) { return f != MatvecFormat::q4_k && f != MatvecFormat::q6_k; }
+
+// Any variant gives the same bits, so the choice may depend on every dimension, n included.
+// auto, from the H200 sweep (fusebench_matvec_sweep, gemma4-31b decode shapes, T = 1 and 4):
+//   r2u6 wherever the staged kernel applies: 11-19 % faster than legacy at T = 1 on 16K..262K rows
+//     (ffn_gate 25.4 -> 22.5 us, [gate; up]+GELU 43.0 -> 37.5 us, lm_head Q6_K 342 -> 299 us) and
+//     5-6 % at T = 4 (r4u3 within 2 % of it);
+//   legacy for int4 with fewer than 8192 rows (attn_output 5376 x 8192: 12.0 vs 13.2 us, ffn_down
+//     5376 x 21504: 23.8 vs 25.1 us): a row pair per warp over many short tasks balances better
+//     there. Planar int6 with few rows stays staged (ffn_down Q6_K: 36.3 -> 34.7 us).
+int resolve_variant(MatvecFormat f, int64_t m, int64_t n, int64_t k) {
+  int v = g_variant_override.load(std::memory_order_relaxed);
+  if (v < 0) v = env_variant();
+  const bool staged_ok = staged_format(f) && 48 * m * (k / 32) <= kSmemBudget2;
+  if (v == kLegacy || !staged_ok) return kLegacy;
+  if (v > kAuto) return v;
+  const bool int4 = f == MatvecFormat::int4_bf16 || f == MatvecFormat::int4_u8;
+  return int4 && n < 8192 ? kLegacy : kR2U6;
+}
+
+int staged_blocks_per_sm(const void* fn, size_t smem) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, size_t>, int> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto [it, inserted] = cache.try_emplace({fn, smem}, 1);
+  if (inserted) {
+    int b = 0;
+    FB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBudget2));
+    FB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, fn, kWarps2 * 32, smem));
+    it->second = b > 0 ? b : 1;
+  }
+  return it->second;
+}
+
+template <MatvecFormat F, int M, int R, int U>
+void launch_staged(const Args& args, const Q8Block* q8, int64_t n, __nv_bfloat16* y, MatvecEpilogue ep,
+                   bool pdl, cudaStream_t stream) {
+  auto* kernel = &matvec_staged_kernel<F, M, R, U>;
+  static const int sms = [] {
+    int dev = 0, count = 0;
+    FB_CUDA_CHECK(cudaGetDevice(&dev));
+    FB_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev));
+    return count;
+  }();
+  const size_t smem = static_cast<size_t>(48 * M * (args.k / 32));
+  const int per_sm = staged_blocks_per_sm(reinterpret_cast<const void*>(kernel), smem);
+  const int64_t tasks = ep != MatvecEpilogue::none ? (n / 2 + R / 2 - 1) / (R / 2) : (n + R - 1) / R;
+  const int64_t want = (tasks + kWarps2 - 1) / kWarps2;
+  const int64_t cap = static_cast<int64_t>(sms) * per_sm;
+  const int grid = static_cast<int>(want < cap ? (want > 0 ? want : 1) : cap);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(grid));
+  cfg.blockDim = dim3(kWarps2 * 32);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  FB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args, q8, n, y, ep));
+}
+
+template <MatvecFormat F, int M>
+void launch_variant(int variant, const Args& args, const Q8Block* q8, int64_t n, __nv_bfloat16* y,
+                    MatvecEpilogue ep, bool pdl, cudaStream_t stream) {
+  if constexpr (staged_format(F)) {
+    switch (variant) {
+      case kR2U6:
+        return launch_staged<F, M, 2, 6>(args, q8, n, y, ep, pdl, stream);
+      case kR4U3:
+        return launch_staged<F, M, 4, 3>(args, q8, n, y, ep, pdl, stream);
+      default:
+        break;
+    }
+  }
+  launch_matvec<F, M>(args, q8, n, y, ep, stream);  // legacy: a plain launch, never PDL
+}
+
 template <MatvecFormat F>
 void launch_m(int64_t m, const Args& args, const Q8Block* q8, int64_t n, __nv_bfloat16* y, MatvecEpilogue ep,
-              cudaStream_t stream) {
+              bool pdl, cudaStream_t stream) {
+  const int v = resolve_variant(F, m, n, args.k);
   switch (m) {
     case 1:
-      return launch_matvec<F, 1>(args, q8, n, y, ep, stream);
+      return launch_variant<F, 1>(v, args, q8, n, y, ep, pdl, stream);
     case 2:
-      return launch_matvec<F, 2>(args, q8, n, y, ep, stream);
+      return launch_variant<F, 2>(v, args, q8, n, y, ep, pdl, stream);
     case 3:
-      return launch_matvec<F, 3>(args, q8, n, y, ep, stream);
+      return launch_variant<F, 3>(v, args, q8, n, y, ep, pdl, stream);
     default:
-      return launch_matvec<F, 4>(args, q8, n, y, ep, stream);
+      return launch_variant<F, 4>(v, args, q8, n, y, ep, pdl, stream);
   }
 }
 
@@ -498,8 +746,11 @@ void quantize_activations_q8(const __nv_bfloat16* x, int64_t m, int64_t k, Q8Blo
   FB_CUDA_CHECK_LAUNCH();
 }
 
-void w4a8_matvec(const MatvecWeights& w, const Q8Block* q8, int64_t m, __nv_bfloat16* y, MatvecEpilogue ep,
-                 cudaStream_t stream) {
+namespace {
+// pdl: q8 comes from the kernel just before on the stream (our quantize), so the staged kernel may
+// be launched early and load weights before it waits (griddepcontrol.wait) for q8.
+void matvec_impl(const MatvecWeights& w, const Q8Block* q8, int64_t m, __nv_bfloat16* y, MatvecEpilogue ep,
+                 bool pdl, cudaStream_t stream) {
   const MatvecFormat f = w.format;
   require(m >= 1 && m <= 4, "m must be 1..4 (prefill takes the GEMM path)");
   require(w.n >= 1 && w.k > 0 && w.k % 256 == 0, "need n >= 1 and k a positive multiple of 256");
@@ -528,25 +779,31 @@ void w4a8_matvec(const MatvecWeights& w, const Q8Block* q8, int64_t m, __nv_bflo
                   w.k};
   switch (f) {
     case MatvecFormat::int4_bf16:
-      return launch_m<MatvecFormat::int4_bf16>(m, args, q8, w.n, y, ep, stream);
+      return launch_m<MatvecFormat::int4_bf16>(m, args, q8, w.n, y, ep, pdl, stream);
     case MatvecFormat::int4_u8:
-      return launch_m<MatvecFormat::int4_u8>(m, args, q8, w.n, y, ep, stream);
+      return launch_m<MatvecFormat::int4_u8>(m, args, q8, w.n, y, ep, pdl, stream);
     case MatvecFormat::int6_bf16:
-      return launch_m<MatvecFormat::int6_bf16>(m, args, q8, w.n, y, ep, stream);
+      return launch_m<MatvecFormat::int6_bf16>(m, args, q8, w.n, y, ep, pdl, stream);
     case MatvecFormat::int6_i8:
-      return launch_m<MatvecFormat::int6_i8>(m, args, q8, w.n, y, ep, stream);
+      return launch_m<MatvecFormat::int6_i8>(m, args, q8, w.n, y, ep, pdl, stream);
     case MatvecFormat::q4_k:
-      return launch_m<MatvecFormat::q4_k>(m, args, q8, w.n, y, ep, stream);
+      return launch_m<MatvecFormat::q4_k>(m, args, q8, w.n, y, ep, pdl, stream);
     case MatvecFormat::q6_k:
-      return launch_m<MatvecFormat::q6_k>(m, args, q8, w.n, y, ep, stream);
+      return launch_m<MatvecFormat::q6_k>(m, args, q8, w.n, y, ep, pdl, stream);
   }
   require(false, "unknown format");
+}
+}  // namespace
+
+void w4a8_matvec(const MatvecWeights& w, const Q8Block* q8, int64_t m, __nv_bfloat16* y, MatvecEpilogue ep,
+                 cudaStream_t stream) {
+  matvec_impl(w, q8, m, y, ep, false, stream);
 }
 
 void w4a8_matvec_bf16(const MatvecWeights& w, const __nv_bfloat16* x, int64_t m, Q8Block* workspace,
                       __nv_bfloat16* y, MatvecEpilogue ep, cudaStream_t stream) {
   quantize_activations_q8(x, m, w.k, workspace, stream);
-  w4a8_matvec(w, workspace, m, y, ep, stream);
+  matvec_impl(w, workspace, m, y, ep, true, stream);
 }
 
 void glu_bf16(const __nv_bfloat16* y, int64_t m, int64_t i, MatvecEpilogue ep, __nv_bfloat16* out,
@@ -557,5 +814,19 @@ void glu_bf16(const __nv_bfloat16* y, int64_t m, int64_t i, MatvecEpilogue ep, _
   glu_kernel<<<static_cast<unsigned>((total + 255) / 256), 256, 0, stream>>>(y, m, i, ep, out);
   FB_CUDA_CHECK_LAUNCH();
 }
+
+namespace matvec_tuning {
+int variant_count() { return kVariantCount; }
+const char* variant_name(int v) { return v >= 0 && v < kVariantCount ? kVariantNames[v] : nullptr; }
+int variant_index(const char* name) {
+  for (int i = 0; i < kVariantCount; ++i)
+    if (name != nullptr && std::strcmp(name, kVariantNames[i]) == 0) return i;
+  return -1;
+}
+void set_variant(int v) {
+  if (v >= kVariantCount) throw std::invalid_argument("matvec_tuning::set_variant: no such variant");
+  g_variant_override.store(v < 0 ? -1 : v, std::memory_order_relaxed);
+}
+}  // namespace matvec_tuning
 
 }  // namespace fb::cuda

@@ -1,8 +1,12 @@
 #pragma once
 // Decode matvec (M = 1..4 tokens) on 4- and 6-bit weights with int8 activations (W4A8 / W6A8,
 // dp4a), notes/models.md §3.2. Activations are first quantized per token and per 32 into Q8Block
-// (reference/matvec/q8_block.h; bit-exact with fb::quantize_activations_q8), then one warp-per-row
-// -pair kernel streams the weights once with 16-byte loads and writes bf16.
+// (reference/matvec/q8_block.h; bit-exact with fb::quantize_activations_q8), then the matvec streams
+// the weights once with 16-byte loads and writes bf16: for the repacked layouts a kernel that stages
+// the activations in shared memory and gives each warp 2 rows x 6 units per lane in flight, on a
+// block-balanced grid; otherwise (ggml blocks, small int4 N, activations past the shared-memory
+// budget) one warp per row pair reading activations through L1. The variant is picked per shape
+// (w4a8_matvec_tuning.cuh); all give the same bits.
 //
 // Weight formats (layouts: reference/layouts/layouts.h; ggml blocks: reference/formats/blocks.h):
 //   int4_bf16 / int4_u8: CoalescedInt4 from Q4_K (w = (q - zero) * scale per 32)
@@ -50,7 +54,11 @@ void quantize_activations_q8(const __nv_bfloat16* x, int64_t m, int64_t k, Q8Blo
 void w4a8_matvec(const MatvecWeights& w, const Q8Block* q8, int64_t m, __nv_bfloat16* y, MatvecEpilogue ep,
                  cudaStream_t stream);
 
-// Both steps: quantize x into `workspace` (m * k/32 blocks), then the matvec.
+// Both steps: quantize x into `workspace` (m * k/32 blocks), then the matvec. The matvec is launched
+// with programmatic dependent launch: it may start while the quantize kernel runs, issuing its first
+// weight loads, and waits (griddepcontrol.wait) before it reads `workspace` or writes y. Safe for any
+// caller: the quantize kernel is a normal launch, so all earlier work on the stream has finished
+// before either starts. (w4a8_matvec alone never uses PDL.)
 void w4a8_matvec_bf16(const MatvecWeights& w, const __nv_bfloat16* x, int64_t m, Q8Block* workspace,
                       __nv_bfloat16* y, MatvecEpilogue ep, cudaStream_t stream);
 

@@ -11,6 +11,9 @@
 //   FusedRowConcatBitExact  one launch over [gate; up] vs two launches: bits must match (DESIGN §4).
 //   GluEpilogue*            act(gate)*up in the epilogue vs matvec + glu_bf16: bits must match; and
 //                           vs the fp64 GLU of the truth: cosine.
+//   Variants/*              every launch variant (w4a8_matvec_tuning.cuh), through w4a8_matvec and
+//                           through w4a8_matvec_bf16 (PDL after the quantize kernel), vs the legacy
+//                           kernel: bits must match (same per-row arithmetic, any rows/warp and grid).
 // Inputs: seeded Gaussian weights quantized by ggml's reference quantizers, Gaussian bf16
 // activations with outliers; outputs poisoned with NaN; guard words after every output.
 #include <gtest/gtest.h>
@@ -28,6 +31,7 @@
 
 #include "kernels/common/cuda_check.h"
 #include "kernels/gemv/w4a8_matvec.cuh"
+#include "kernels/gemv/w4a8_matvec_tuning.cuh"
 #include "reference/formats/blocks.h"
 #include "reference/formats/half.h"
 #include "reference/formats/quantize.h"
@@ -397,6 +401,74 @@ INSTANTIATE_TEST_SUITE_P(Formats, Fused,
                          ::testing::Values(MatvecFormat::int4_bf16, MatvecFormat::int4_u8,
                                            MatvecFormat::int6_bf16, MatvecFormat::int6_i8, MatvecFormat::q4_k,
                                            MatvecFormat::q6_k),
+                         [](const auto& info) { return std::string(cuda::to_string(info.param)); });
+
+// Every launch variant against the legacy kernel, bit for bit, on shapes that hit their edges:
+// a lone last row, one row, K = 256 (lanes without units), more tasks than resident warps (the
+// dynamic task loop), GLU pairs with an odd half, and K = 21504 at M = 4 (past the shared-memory
+// budget: falls back to legacy).
+class Variants : public ::testing::TestWithParam<MatvecFormat> {};
+
+TEST_P(Variants, BitExactWithLegacy) {
+  SKIP_WITHOUT_DEVICE();
+  const MatvecFormat f = GetParam();
+  const GgmlType type = is_q6(f) ? GgmlType::Q6_K : GgmlType::Q4_K;
+  const int legacy = cuda::matvec_tuning::variant_index("legacy");
+  ASSERT_GE(legacy, 0);
+  struct Shape {
+    int64_t n, k;
+    bool glu;
+  };
+  const Shape shapes[] = {{77, 512, false},    {1, 256, false},      {20001, 256, false},
+                          {1000, 5376, false}, {64, 21504, false},   {2 * 333, 1536, true},
+                          {2, 256, true},      {2 * 9000, 512, true}};
+  uint64_t stream = 40;
+  for (const Shape& sh : shapes) {
+    HostWeights h;
+    h.format = f;
+    h.n = sh.n;
+    h.k = sh.k;
+    h.blocks = ggml_blocks(type, sh.n, sh.k, stream++);
+    make_device(h);
+    for (int64_t m = 1; m <= 4; ++m) {
+      const auto x = random_activations(m, sh.k, stream++);
+      auto d_x = upload(x);
+      DeviceBuffer<Q8Block> d_q8(static_cast<size_t>(m * sh.k / 32));
+      const auto* xp = reinterpret_cast<const __nv_bfloat16*>(d_x.get());
+      cuda::quantize_activations_q8(xp, m, sh.k, d_q8.get(), nullptr);
+      const MatvecEpilogue ep = sh.glu ? MatvecEpilogue::glu_gelu_tanh : MatvecEpilogue::none;
+      const size_t out = static_cast<size_t>(m * (sh.glu ? sh.n / 2 : sh.n));
+      cuda::matvec_tuning::set_variant(legacy);
+      OutBuf want(out);
+      cuda::w4a8_matvec(view(h), d_q8.get(), m, want.ptr(), ep, nullptr);
+      const auto ref = want.download();
+      for (int v = 0; v < cuda::matvec_tuning::variant_count(); ++v) {
+        const std::string what = std::string(cuda::to_string(f)) + " " + std::to_string(sh.n) + "x" +
+                                 std::to_string(sh.k) + (sh.glu ? " glu" : "") + " M" + std::to_string(m) +
+                                 " variant " + cuda::matvec_tuning::variant_name(v);
+        cuda::matvec_tuning::set_variant(v);
+        OutBuf plain(out), fused(out);
+        DeviceBuffer<Q8Block> ws(static_cast<size_t>(m * sh.k / 32));
+        cuda::w4a8_matvec(view(h), d_q8.get(), m, plain.ptr(), ep, nullptr);
+        cuda::w4a8_matvec_bf16(view(h), xp, m, ws.get(), fused.ptr(), ep, nullptr);
+        const auto a = plain.download(), b = fused.download();
+        int64_t da = 0, db = 0, first = -1;
+        for (size_t i = 0; i < out; ++i) {
+          if (a[i] != ref[i] && first < 0) first = static_cast<int64_t>(i);
+          da += a[i] != ref[i];
+          db += b[i] != ref[i];
+        }
+        EXPECT_EQ(da, 0) << what << ": w4a8_matvec differs from legacy in " << da << " outputs, first "
+                         << first << "; repro: ctest -R fb_w4a8_matvec_gpu_test --output-on-failure";
+        EXPECT_EQ(db, 0) << what << ": w4a8_matvec_bf16 (PDL) differs from legacy in " << db << " outputs";
+      }
+      cuda::matvec_tuning::set_variant(-1);
+    }
+  }
+}
+INSTANTIATE_TEST_SUITE_P(Formats, Variants,
+                         ::testing::Values(MatvecFormat::int4_bf16, MatvecFormat::int4_u8,
+                                           MatvecFormat::int6_bf16, MatvecFormat::int6_i8),
                          [](const auto& info) { return std::string(cuda::to_string(info.param)); });
 
 }  // namespace

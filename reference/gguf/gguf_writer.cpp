@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "reference/gguf/utf8.h"
+#include "reference/util/unique_temp.h"
 
 namespace fb {
 namespace {
@@ -125,10 +126,7 @@ uint64_t pad_to(uint64_t n, uint64_t align) { return (n + align - 1) / align * a
 
 }  // namespace
 
-GgufWriter::GgufWriter(std::filesystem::path path) : m_path(std::move(path)) {
-  m_tmp_path = m_path;
-  m_tmp_path += ".tmp";
-}
+GgufWriter::GgufWriter(std::filesystem::path path) : m_path(std::move(path)) {}
 
 GgufWriter::~GgufWriter() {
   if (!m_finished) discard_temp();
@@ -243,9 +241,17 @@ void GgufWriter::pad_to_alignment() {
 
 void GgufWriter::begin_data() {
   require_not_started("begin_data");
-  m_file = std::fopen(m_tmp_path.c_str(), "wb");
+  // A unique O_EXCL temp, not "<path>.tmp": two writers of one target must not share a temp file.
+  const UniqueTemp tmp = create_unique_temp(m_path);
+  m_tmp_path = tmp.path;
+  m_file = tmp.fd >= 0 ? ::fdopen(tmp.fd, "wb") : nullptr;
   if (m_file == nullptr) {
-    throw GgufError(GgufErrc::io, 0, fmt::format("cannot create: {}", std::strerror(errno)), "",
+    const int err = errno;
+    if (tmp.fd >= 0) {
+      ::close(tmp.fd);
+      ::unlink(tmp.path.c_str());
+    }
+    throw GgufError(GgufErrc::io, 0, fmt::format("cannot create a temp file: {}", std::strerror(err)), "",
                     m_tmp_path.string());
   }
   m_data_started = true;  // from here on the destructor owns the temp file

@@ -5,8 +5,9 @@
 //
 // Usage: add_kv()... add_tensor()... then either write_all() with in-memory data, or
 // begin_data() followed by append() calls that stream each tensor's bytes in order (a 17 GB
-// model never sits in RAM), then finish(). The output goes to "<path>.tmp" and is renamed onto
-// `path` by finish(), so a killed run leaves no half-written file under the final name.
+// model never sits in RAM), then finish(). The output goes to a unique hidden temp file beside
+// `path` (created O_EXCL, see reference/util/unique_temp.h) and is renamed onto `path` by finish(), so a
+// killed run leaves no half-written file under the final name.
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>

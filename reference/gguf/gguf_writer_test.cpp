@@ -21,6 +21,14 @@ void declare(GgufWriter& w) {
   w.add_tensor("c", GgmlType::F16, {3, 1, 1, 7});  // 42 bytes
 }
 
+// Temp files a writer leaves in `dir` (hidden ".<name>.tmp.*", or the old fixed "<name>.tmp").
+int temps_in(const fs::path& dir) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(dir))
+    n += e.path().filename().string().find(".tmp") != std::string::npos;
+  return n;
+}
+
 std::vector<std::vector<uint8_t>> payload() {
   return {test::random_bytes(20, 1), {}, test::random_bytes(432, 2), test::random_bytes(42, 3)};
 }
@@ -48,7 +56,7 @@ TEST(GgufWriter, StreamingInChunksEqualsWriteAll) {
     w.append({});  // empty appends are harmless
     w.finish();
     EXPECT_EQ(test::read_bytes(path), test::read_bytes(dir / "all.gguf"));
-    EXPECT_FALSE(fs::exists(path.string() + ".tmp"));
+    EXPECT_EQ(temps_in(dir.path()), 0);
   }
   const GgufFile f = GgufFile::open(dir / "all.gguf");
   for (size_t i = 0; i < data.size(); ++i) {
@@ -78,10 +86,10 @@ TEST(GgufWriter, FinishWithMissingBytesLeavesNoFile) {
   declare(w);
   w.begin_data();
   w.append(test::random_bytes(30, 1));
-  EXPECT_TRUE(fs::exists(dir / "x.gguf.tmp"));
+  EXPECT_EQ(temps_in(dir.path()), 1);
   EXPECT_THROW(w.finish(), std::logic_error);
   EXPECT_FALSE(fs::exists(dir / "x.gguf"));
-  EXPECT_FALSE(fs::exists(dir / "x.gguf.tmp"));
+  EXPECT_EQ(temps_in(dir.path()), 0);
 }
 
 TEST(GgufWriter, AbandonedWriterLeavesNoFileAndKeepsTheOldOne) {
@@ -93,7 +101,7 @@ TEST(GgufWriter, AbandonedWriterLeavesNoFileAndKeepsTheOldOne) {
     w.append(test::random_bytes(100, 1));
   }  // as if the run were killed before finish()
   EXPECT_FALSE(fs::exists(dir / "x.gguf"));
-  EXPECT_FALSE(fs::exists(dir / "x.gguf.tmp"));
+  EXPECT_EQ(temps_in(dir.path()), 0);
 
   test::write_bytes(dir / "old.gguf", {'o', 'l', 'd'});
   {
@@ -104,6 +112,30 @@ TEST(GgufWriter, AbandonedWriterLeavesNoFileAndKeepsTheOldOne) {
   EXPECT_EQ(test::read_bytes(dir / "old.gguf"), (std::vector<uint8_t>{'o', 'l', 'd'}));
   { GgufWriter never_started(dir / "n.gguf"); }
   EXPECT_FALSE(fs::exists(dir / "n.gguf"));
+}
+
+TEST(GgufWriter, TwoWritersOfOneTargetNeverShareATempFile) {
+  TempDir dir;
+  // A stale fixed-name temp (an older build, another tool) is neither reused nor removed.
+  test::write_bytes(dir / "x.gguf.tmp", {'s', 't', 'a', 'l', 'e'});
+  const auto data = payload();
+  GgufWriter a(dir / "x.gguf"), b(dir / "x.gguf");
+  declare(a);
+  declare(b);
+  b.add_kv("writer", {std::string("b")});
+  a.begin_data();
+  b.begin_data();
+  EXPECT_EQ(temps_in(dir.path()), 3);
+  for (const auto& d : data) {
+    a.append(d);
+    b.append(d);
+  }
+  a.finish();
+  EXPECT_FALSE(GgufFile::open(dir / "x.gguf").find("writer"));
+  b.finish();  // last rename wins, and it is a whole file, never an interleaving of the two
+  EXPECT_TRUE(GgufFile::open(dir / "x.gguf").find("writer"));
+  EXPECT_EQ(test::read_bytes(dir / "x.gguf.tmp"), (std::vector<uint8_t>{'s', 't', 'a', 'l', 'e'}));
+  EXPECT_EQ(temps_in(dir.path()), 1);
 }
 
 TEST(GgufWriter, RejectsWhatTheReaderWouldReject) {

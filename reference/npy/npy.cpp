@@ -10,6 +10,8 @@
 #include <optional>
 #include <string_view>
 
+#include "reference/util/unique_temp.h"
+
 namespace fb {
 
 static_assert(std::endian::native == std::endian::little, "the .npy float32 path memcpy's '<f4' data");
@@ -348,9 +350,18 @@ void write_npy(const std::filesystem::path& path, std::span<const float> data,
   prefix += static_cast<char>(header.size() & 0xFF);
   prefix += static_cast<char>(header.size() >> 8);
 
-  const std::filesystem::path tmp = path.string() + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw NpyIoError(fmt::format("{}: cannot create: {}", tmp.string(), std::strerror(errno)));
+  // A unique O_EXCL temp, not "<path>.tmp": two writers of one target must not share a temp file.
+  const UniqueTemp t = create_unique_temp(path);
+  const std::filesystem::path& tmp = t.path;
+  std::FILE* f = t.fd >= 0 ? ::fdopen(t.fd, "wb") : nullptr;
+  if (!f) {
+    const int err = errno;
+    if (t.fd >= 0) {
+      ::close(t.fd);
+      ::unlink(tmp.c_str());
+    }
+    throw NpyIoError(fmt::format("{}: cannot create a temp file: {}", tmp.string(), std::strerror(err)));
+  }
   bool ok = std::fwrite(prefix.data(), 1, prefix.size(), f) == prefix.size() &&
             std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
             (data.empty() || std::fwrite(data.data(), sizeof(float), data.size(), f) == data.size());

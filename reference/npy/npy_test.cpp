@@ -152,6 +152,28 @@ TEST(Npy, IoErrorsAreNpyIoError) {
   fs::create_directories(dir.path() / "d.npy" / "inner");
   EXPECT_THROW(write_npy(dir.path() / "d.npy", v, shape), NpyIoError);
   EXPECT_FALSE(fs::exists(dir.path() / "d.npy.tmp"));
+  for (const auto& e : fs::directory_iterator(dir.path()))
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
+}
+
+TEST(Npy, WriterUsesAUniqueTempAndLeavesAStaleOneAlone) {
+  TempDir dir;
+  const fs::path p = dir.path() / "a.npy";
+  {
+    std::ofstream stale(p.string() + ".tmp");
+    stale << "stale";
+  }
+  const std::vector<float> v = {1, 2};
+  const std::vector<int64_t> shape = {2};
+  write_npy(p, v, shape);
+  EXPECT_EQ(read_npy(p).data, v);
+  std::ifstream in(p.string() + ".tmp");
+  std::string s;
+  in >> s;
+  EXPECT_EQ(s, "stale");
+  int files = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir.path())) ++files;
+  EXPECT_EQ(files, 2);  // a.npy and the stale temp: our own temp was renamed away
 }
 
 TEST(Npy, WrongDtypeSaysHowToConvert) {

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "harness/runner/kernel_registry.h"
@@ -87,7 +88,15 @@ class Tq4SdpaCase final : public KernelCase {
             {"head_dim", m_d},
             {"scale", 1.0},
             {"splits", num_splits(m_T, m_nkv, m_kv_len)},
-            {"launches", 4}};
+            {"launches", 4},
+            {"decode_path", decode_path()}};
+  }
+  // The split kernel of a T = 1 step (FB_TQ4_DECODE_PATH: fp32 | mma); prefill always runs fp32.
+  std::string decode_path() const {
+#if FUSEBENCH_WITH_CUDA
+    if (m_T == 1) return cuda::tq4_sdpa_decode_path();
+#endif
+    return "fp32";
   }
   // Packed K and V + their bf16 norms, read once; q in and out, bf16. (Pi, 1 MB fp32, is read by
   // the two rotation launches and stays in L2; the fp32 split partials are scratch.)

@@ -1,0 +1,209 @@
+// Whole qwen3.5-moe decode steps as runner cases (DESIGN §3 "Whole steps", §5): scenarios with
+// run = "step" and model qwen3.5-moe. Tiny scale: the model is made on the fly (make-model, q4_k
+// recipe: the step's kernels take Q4_K experts and no Q5_K) and the GPU step is judged against the
+// fp64 CPU step from the same GGUF and state. Full scale: the GGUF comes from
+// $FUSEBENCH_QWEN35_STEP_GGUF (fusebench make-model --model qwen3.5-moe --scale full --recipe q4_k),
+// caches and GDN states get seeded random valid content, and only fused vs unfused is compared.
+#include "reference/step/qwen35_step.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "harness/runner/kernel_registry.h"
+#include "harness/runner/tolerances.h"
+#include "reference/gguf/gguf_file.h"
+#include "reference/model/make_model.h"
+#include "reference/model/model_tensors.h"
+#include "reference/step/gemma4_step.h"
+
+#if FUSEBENCH_WITH_CUDA
+#include "harness/step/qwen35_gpu_step.h"
+#include "kernels/common/cuda_check.h"
+#endif
+
+namespace fb {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct QwenModel {
+  fs::path path;
+  bool made = false;  // a temp file this process wrote
+  std::unique_ptr<GgufFile> file;
+  std::map<bool, std::shared_ptr<const ref::Qwen35RefWeights>> ref;  // by fused load
+#if FUSEBENCH_WITH_CUDA
+  std::shared_ptr<Qwen35DeviceWeights> device;
+#endif
+  ~QwenModel() {
+    file.reset();
+    if (made) {
+      std::error_code ec;
+      fs::remove(path, ec);
+    }
+  }
+};
+
+std::mutex g_mutex;
+std::map<std::string, std::shared_ptr<QwenModel>>& qwen_models() {
+  static std::map<std::string, std::shared_ptr<QwenModel>> m;
+  return m;
+}
+
+std::shared_ptr<QwenModel> qwen_model(const ModelConfig& c) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto& slot = qwen_models()[c.scale_name()];
+  if (slot) return slot;
+  auto m = std::make_shared<QwenModel>();
+  if (const char* env = std::getenv("FUSEBENCH_QWEN35_STEP_GGUF");
+      env && *env && c.scale == ModelScale::full) {
+    m->path = env;
+  } else if (c.scale == ModelScale::tiny) {
+    m->path = fs::temp_directory_path() / fmt::format("fusebench_qwen35_step_tiny_{}.gguf", ::getpid());
+    MakeModelOptions o;
+    o.seed = 0;
+    o.recipe = QuantRecipe::q4_k;
+    make_model(c, m->path, o);
+    m->made = true;
+  } else {
+    throw CaseSkipped(
+        "a full-scale qwen3.5-moe step needs FUSEBENCH_QWEN35_STEP_GGUF=<file made by fusebench make-model "
+        "--model qwen3.5-moe --scale full --recipe q4_k -o FILE> (scripts/gpu-check.d/qwen.sh makes one)");
+  }
+  m->file = std::make_unique<GgufFile>(GgufFile::open(m->path));
+  slot = m;
+  return m;
+}
+
+class Qwen35StepCase final : public KernelCase {
+ public:
+  explicit Qwen35StepCase(const CaseParams& p) : m_p(p) {
+    m_config = *p.model;
+    m_prefill = p.scenario->phase == Phase::prefill;
+    if (m_prefill ? p.tokens < 2 : p.tokens != 1)
+      throw std::invalid_argument("qwen3.5 step: decode takes T = 1, prefill T >= 2");
+    m_model = qwen_model(m_config);
+    m_tokens = ref::step_tokens(m_config.vocab, p.tokens, p.seed);
+  }
+
+  nlohmann::json shape() const override {
+    nlohmann::json j = {{"model", m_config.name},
+                        {"scale", m_config.scale_name()},
+                        {"phase", m_prefill ? "prefill" : "decode"},
+                        {"T", m_p.tokens},
+                        {"context", m_p.context},
+                        {"layers", m_config.n_layers},
+                        {"gguf", m_model->path.filename().string()}};
+    if (m_launches) j["launches"] = m_launches;
+    if (!tiny()) j["reference"] = "none at full scale: fused is compared with unfused only";
+    return j;
+  }
+  uint64_t bytes() const override { return m_bytes; }
+  uint64_t flops() const override { return m_flops; }
+  bool has_reference() const override { return tiny(); }
+  std::vector<float> reference() override { return cpu_step(false); }
+  void run_reference_once() override { (void)cpu_step(false); }
+  std::vector<float> cpu_variant_output() override {
+    if (!tiny())
+      throw CaseSkipped("full-scale steps run on the GPU only (no CPU reference of 35 B parameters)");
+    return cpu_step(m_p.variant == "fused");
+  }
+
+#if FUSEBENCH_WITH_CUDA
+  bool has_device() const override { return true; }
+  void device_setup(cudaStream_t) override {
+    {
+      std::lock_guard<std::mutex> lock(g_mutex);
+      if (!m_model->device) m_model->device = load_qwen35_device_weights(*m_model->file, m_config);
+    }
+    m_step = std::make_unique<Qwen35GpuStep>(
+        m_model->device, m_p.tokens, m_p.context,
+        m_p.variant == "fused" ? Qwen35Variant::fused : Qwen35Variant::unfused);
+    if (tiny())
+      m_step->upload_state(ref::make_qwen35_state(m_config, m_step->capacity(), m_p.context, m_p.seed));
+    else
+      m_step->fill_state_random(m_p.seed);
+    m_step->set_tokens(m_tokens);
+    m_bytes = m_step->bytes();
+    m_flops = m_step->flops();
+  }
+  // Each launch (and graph replay) advances the GDN states as decode does; the check uses the first.
+  void device_launch(cudaStream_t s) override {
+    m_step->enqueue(s);
+    m_launches = m_step->launches();
+  }
+  std::vector<float> device_output(cudaStream_t s) override { return m_step->logits(s); }
+#endif
+
+ private:
+  bool tiny() const { return m_config.scale == ModelScale::tiny; }
+  std::vector<float> cpu_step(bool fused_load) {
+    if (!tiny()) throw std::runtime_error("no CPU reference for a full-scale step");
+    std::shared_ptr<const ref::Qwen35RefWeights> w;
+    {
+      std::lock_guard<std::mutex> lock(g_mutex);
+      auto& slot = m_model->ref[fused_load];
+      if (!slot)
+        slot = std::make_shared<ref::Qwen35RefWeights>(
+            ref::load_qwen35_ref_weights(*m_model->file, m_config, fused_load));
+      w = slot;
+    }
+    ref::Qwen35State st = ref::make_qwen35_state(m_config, m_p.context + m_p.tokens, m_p.context, m_p.seed);
+    return ref::qwen35_ref_step(*w, st, m_tokens, m_p.context);
+  }
+
+  CaseParams m_p;
+  ModelConfig m_config;
+  std::shared_ptr<QwenModel> m_model;
+  bool m_prefill = false;
+  std::vector<int32_t> m_tokens;
+  uint64_t m_bytes = 0, m_flops = 0;
+  int64_t m_launches = 0;
+#if FUSEBENCH_WITH_CUDA
+  std::unique_ptr<Qwen35GpuStep> m_step;
+#endif
+};
+
+KernelDef make_qwen35_step_kernel(const char* name, Phase phase) {
+  KernelDef k;
+  k.name = name;
+  k.description =
+      phase == Phase::decode
+          ? "whole qwen3.5-moe decode step (30 GDN + 10 gated-attention layers, MoE top-8 + shared "
+            "expert, lm_head), CUDA-graph replay"
+          : "whole qwen3.5-moe prefill step (dequant + cuBLAS linears, sequential GDN, causal SDPA, "
+            "MoE decode kernels over T x slots, lm_head on the last token)";
+  k.phases = {phase};
+  k.variants = {"fused", "unfused"};
+  k.layouts = {"device"};
+  k.whole_step = true;
+  k.twin_of = [](const std::string& v) -> std::optional<std::string> {
+    if (v == "fused") return std::string("unfused");
+    return std::nullopt;
+  };
+  k.instances = [](const ModelConfig& c, Phase) {
+    std::vector<nlohmann::json> out;
+    if (c.family == ModelFamily::qwen35moe) out.push_back({{"id", "qwen35"}, {"name", "qwen3.5-moe"}});
+    return out;
+  };
+  k.make = [](const CaseParams& p) { return std::make_unique<Qwen35StepCase>(p); };
+  const std::string key = name;
+  k.tolerance = [key](const std::string& against) { return kernel_tolerance(key, against); };
+  return k;
+}
+
+}  // namespace
+
+KernelDef make_qwen35_decode_step_kernel() {
+  return make_qwen35_step_kernel("qwen35_decode_step", Phase::decode);
+}
+KernelDef make_qwen35_prefill_step_kernel() {
+  return make_qwen35_step_kernel("qwen35_prefill_step", Phase::prefill);
+}
+
+}  // namespace fb

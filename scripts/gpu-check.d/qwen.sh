@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# gpu-check step: whole qwen3.5-moe decode step (issue 5 items 1 and 5; DESIGN §3 "Whole steps").
+# Usage: qwen.sh BUILD_DIR STEP_OUTDIR FUSEBENCH_BINARY
+# Makes the full synthetic qwen3.5-moe GGUF once with the q4_k recipe (the step's MoE kernels take
+# Q4_K experts; cached in BUILD_DIR, ~19 GiB), then
+#   1. the tiny step scenario (GPU step vs the fp64 CPU step, fused vs unfused),
+#   2. decode at 512 .. 128K, fused and unfused, timed as CUDA-graph replays (target >= 500 tok/s at
+#      512 on an H200),
+#   3. prefill T = 512 (QWEN_PREFILL_TOKENS) at 512 .. 32K (the simple, untuned path),
+#   4. the qwen_attn_decode kernel case (prep + bf16-KV split-K SDPA + output gate) at 512 .. 128K,
+# and writes gzip'd results JSON, logs and qwen-tok-s.txt (tok/s per case).
+# The kernel-level GPU tests (fb_qwen_attn_gpu_test, qwen35_gpu_step_test) run in `ctest -L gpu`.
+set -euo pipefail
+build=${1:?BUILD_DIR}
+out=${2:?STEP_OUTDIR}
+fb=${3:?FUSEBENCH_BINARY}
+mkdir -p "$out"
+gguf=${FUSEBENCH_QWEN35_STEP_GGUF:-$build/qwen3.5-moe-full-q4_k.gguf}
+if [[ ! -s $gguf ]]; then
+  echo "qwen: making $gguf" >&2
+  "$fb" make-model --model qwen3.5-moe --scale full --recipe q4_k --seed 1 -o "$gguf.tmp" 2>"$out/make-model.log"
+  mv "$gguf.tmp" "$gguf"
+fi
+export FUSEBENCH_QWEN35_STEP_GGUF=$gguf
+min_s=${QWEN_MIN_SECONDS:-0.3}
+rc=0
+"$fb" check --no-builtin --scenario '^qwen3.5-moe-tiny-(decode|prefill)-step$' --json "$out/qwen-step-tiny.json" \
+  >"$out/qwen-step-tiny.log" 2>&1 || rc=1
+"$fb" bench --scenario '^qwen3.5-moe-decode-step$' --min-seconds "$min_s" --json "$out/qwen-step-decode.json" \
+  >"$out/qwen-step-decode.log" 2>&1 || rc=1
+"$fb" bench --scenario '^qwen3.5-moe-prefill-step$' --tokens "${QWEN_PREFILL_TOKENS:-512}" --min-seconds "$min_s" \
+  --json "$out/qwen-step-prefill.json" >"$out/qwen-step-prefill.log" 2>&1 || rc=1
+"$fb" bench --scenario '^qwen3.5-moe-decode$' --kernel qwen_attn_decode --tokens 1 --min-seconds 0.2 \
+  --json "$out/qwen-attn.json" >"$out/qwen-attn.log" 2>&1 || rc=1
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+if [[ -f $out/qwen-attn.json ]]; then
+  python3 "$here/../summarize_results.py" "$out/qwen-attn.json" >"$out/qwen-attn-summary.txt" 2>&1 || rc=1
+  cat "$out/qwen-attn-summary.txt"
+fi
+python3 - "$out" >"$out/qwen-tok-s.txt" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+print(f"{'scenario':30} {'variant':8} {'T':>5} {'ctx':>7} {'median ms':>10} {'tok/s':>9} {'%copy':>6} {'launches':>8} verdict")
+for name in ("qwen-step-tiny.json", "qwen-step-decode.json", "qwen-step-prefill.json"):
+    path = os.path.join(out, name)
+    if not os.path.exists(path):
+        continue
+    for c in json.load(open(path)).get("cases", []):
+        hot = c.get("hot") or {}
+        med = (hot.get("summary") or {}).get("median_ms")
+        tok = c.get("tok_s")
+        pct = c.get("copy_roofline_pct")
+        launches = (c.get("shape") or {}).get("launches", "-")
+        print(f"{c['scenario']:30} {c['variant']:8} {c['tokens']:>5} {c['context']:>7} "
+              f"{'-' if med is None else f'{med:.3f}':>10} {'-' if tok is None else f'{tok:.1f}':>9} "
+              f"{'-' if pct is None else f'{pct:.1f}':>6} {str(launches):>8} {c['verdict']} {c.get('error', '')[:80]}")
+PY
+cat "$out/qwen-tok-s.txt"
+for f in "$out"/qwen-step-*.json "$out"/qwen-attn.json; do [[ -f $f ]] && gzip -f "$f"; done
+exit $rc
