@@ -17,16 +17,29 @@ NUMERIC_FIELDS = ("scenario", "kernel", "variant", "layout", "backend", "tokens"
                   "shape", "verdict", "skip_reason", "error", "bytes", "flops", "comparisons")
 
 
+def die(msg):
+    """Exit 2, not sys.exit(msg)'s 1: 1 means "numerics differ" and must not hide a failed run."""
+    print(msg, file=sys.stderr)
+    sys.exit(2)
+
+
 def run(fb, out, scenario, seed, gpu):
     cmd = [fb, "check", "--no-builtin", "--scenario", scenario, "--seed", str(seed), "--json", out]
     if not gpu:
         cmd.append("--cpu-only")
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as e:
+        die(f"check_determinism: cannot run {fb}: {e}")
     if p.returncode not in (0, 1):  # 1 = a case failed: still a results file to compare
         sys.stderr.write(p.stdout)
-        sys.exit(f"check_determinism: {' '.join(cmd)} exited {p.returncode}")
-    with open(out, encoding="utf-8") as f:
-        doc = json.load(f)
+        die(f"check_determinism: {' '.join(cmd)} exited {p.returncode}")
+    try:
+        with open(out, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        sys.stderr.write(p.stdout)
+        die(f"check_determinism: {' '.join(cmd)} exited {p.returncode} without a readable results file: {e}")
     return [{k: c.get(k) for k in NUMERIC_FIELDS} for c in doc["cases"]]
 
 
@@ -64,7 +77,7 @@ def main():
     second = run(a.fusebench, os.path.join(a.workdir, "det-b.json"), a.scenario, a.seed, a.gpu)
     other = run(a.fusebench, os.path.join(a.workdir, "det-c.json"), a.scenario, a.seed + 1, a.gpu)
     if not first:
-        sys.exit("check_determinism: the scenario produced no cases")
+        die("check_determinism: the scenario produced no cases")
     diff = first_difference(first, second, "/cases")
     if diff:
         print(f"check_determinism: seed {a.seed} twice gave different numerics: {diff}")

@@ -22,9 +22,12 @@ import ggml_ingest  # noqa: E402
 
 def load(path):
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        doc = json.load(f)
-    if doc.get("schema") != "fusebench-results":
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError, EOFError) as e:  # missing, bad gzip, not JSON: one line, not a traceback
+        raise SystemExit(f"{path}: cannot read results: {e}")
+    if not isinstance(doc, dict) or doc.get("schema") != "fusebench-results":
         raise SystemExit(f"{path}: not a fusebench results document")
     return doc
 
@@ -65,6 +68,15 @@ def fused_and_unfused(group):
     return fused, unfused
 
 
+def llama_peer(llama, phase, tokens, ctx):
+    """The llama-bench row for a step: same phase, depth within max(64, ctx/16) and the nearest one;
+    for prefill the same prompt length when such a row exists (pp tok/s depends on it)."""
+    rows = [r for r in llama if r["phase"] == phase and abs(r["depth"] - ctx) <= max(64, ctx // 16)]
+    if phase == "prefill" and any(r["n_prompt"] == tokens for r in rows):
+        rows = [r for r in rows if r["n_prompt"] == tokens]
+    return min(rows, key=lambda r: abs(r["depth"] - ctx), default=None)
+
+
 def step_table(cases, llama):
     """ctx | fused | unfused | llama.cpp | roofline for step cases (tok_s set)."""
     steps = [c for c in cases if c.get("tok_s")]
@@ -76,11 +88,11 @@ def step_table(cases, llama):
         fused = max((c for c in grp if c["variant"] != "unfused"), key=lambda c: c["tok_s"], default=None)
         unfused = max((c for c in grp if c["variant"] == "unfused"), key=lambda c: c["tok_s"], default=None)
         phase = "prefill" if "prefill" in scen else "decode"
-        ll = [r for r in llama if r["phase"] == phase and abs(r["depth"] - ctx) <= max(64, ctx // 16)]
+        ll = llama_peer(llama, phase, t, ctx)
         out.append({"scenario": scen, "tokens": t, "context": ctx,
                     "fused_tok_s": fused["tok_s"] if fused else None,
                     "unfused_tok_s": unfused["tok_s"] if unfused else None,
-                    "llama_tok_s": ll[0]["tok_s"] if ll else None,
+                    "llama_tok_s": ll["tok_s"] if ll else None,
                     "roofline_pct": fused.get("copy_roofline_pct") if fused else None})
     return out
 
@@ -274,14 +286,17 @@ def main():
     os.makedirs(a.outdir, exist_ok=True)
     docs = [(p, load(p)) for p in a.results]
     cases = [c for _, d in docs for c in d["cases"] if c.get("scenario") != "builtin"]
-    ggml_rows = []
+    ggml_rows, llama, rows_read = [], [], {}  # rows_read: per input file, for the header lines
     for p in a.ggml_perf:
         with open(p, encoding="utf-8") as f:
-            ggml_rows += ggml_ingest.parse_ggml_perf(f.read())
-    llama = []
+            got = ggml_ingest.parse_ggml_perf(f.read())
+        rows_read[p] = len(got)
+        ggml_rows += got
     for p in a.llama_bench:
         with open(p, encoding="utf-8") as f:
-            llama += ggml_ingest.parse_llama_bench(f.read())
+            got = ggml_ingest.parse_llama_bench(f.read())
+        rows_read[p] = len(got)
+        llama += got
 
     steps = step_table(cases, llama)
     kernels, ggml_by_case = kernel_table(cases, ggml_rows)
@@ -304,9 +319,12 @@ def main():
         md.append(f"| `{os.path.basename(p)}` | {d['kind']} | {env['device'].get('name') or 'no GPU'} | "
                   f"`{env['git_sha'][:10]}`{'+dirty' if env['git_dirty'] else ''} | {env['started_utc'][:16]} | {len(d['cases'])} |")
     for p in a.ggml_perf:
-        md.append(f"\nggml peer timings: `{os.path.basename(p)}` ({len(ggml_rows)} perf rows read by key)")
+        md.append(f"\nggml peer timings: `{os.path.basename(p)}` ({rows_read[p]} perf rows read by key)")
     for p in a.llama_bench:
-        md.append(f"\nllama-bench: `{os.path.basename(p)}` ({len(llama)} rows)")
+        md.append(f"\nllama-bench: `{os.path.basename(p)}` ({rows_read[p]} rows)")
+    if len({r["model"] for r in llama}) > 1:
+        md.append("\n> llama-bench rows of several models are matched to steps by phase, prompt length and depth "
+                  "only: give one model's file per report.")
     md.append("")
     if steps:
         md += ["## Throughput vs context", "", "| scenario | T | ctx | fused tok/s | unfused tok/s | llama.cpp tok/s | roofline |",

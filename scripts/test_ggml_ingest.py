@@ -79,6 +79,16 @@ class Formats(unittest.TestCase):
 
 
 class Report(unittest.TestCase):
+    def test_llama_peer_nearest_depth_and_prompt_length(self):
+        import fusebench_report as fr
+        rows = [{"phase": "prefill", "n_prompt": 512, "depth": 0, "tok_s": 1.0},
+                {"phase": "prefill", "n_prompt": 2048, "depth": 0, "tok_s": 2.0},
+                {"phase": "decode", "n_prompt": 0, "depth": 8000, "tok_s": 4.0},
+                {"phase": "decode", "n_prompt": 0, "depth": 8192, "tok_s": 3.0}]
+        self.assertEqual(fr.llama_peer(rows, "prefill", 2048, 0)["tok_s"], 2.0)  # not the first pp row
+        self.assertEqual(fr.llama_peer(rows, "decode", 1, 8192)["tok_s"], 3.0)   # nearest, not the first
+        self.assertIsNone(fr.llama_peer(rows, "decode", 1, 512))
+
     def test_end_to_end(self):
         doc = {"schema": "fusebench-results", "schema_version": 1, "kind": "bench",
                "env": {"device": {"name": "NVIDIA H200"}, "git_sha": "0123456789abcdef", "git_dirty": False,

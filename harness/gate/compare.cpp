@@ -40,6 +40,11 @@ void compare_numerics(const std::string& key, const json& b, const json& n, cons
   if (b.value("verdict", "") == "pass" && n.value("verdict", "") == "fail") {
     out.push_back({key, "case", fmt::format("verdict pass -> fail: {}", str(n, "error"))});
   }
+  // A case that stopped running is a lost check, not a neutral outcome: a skipped case has no
+  // timing row either, so without this it would leave the gate without a trace.
+  if (b.value("verdict", "") == "pass" && n.value("verdict", "") == "skip") {
+    out.push_back({key, "case", fmt::format("verdict pass -> skip: {}", str(n, "skip_reason"))});
+  }
   if (!b.contains("comparisons") || !n.contains("comparisons")) return;
   for (const json& cb : b["comparisons"]) {
     for (const json& cn : n["comparisons"]) {
@@ -211,6 +216,7 @@ Comparison compare_results(const json& base, const json& next, const CompareOpti
       continue;
     }
     matched[key] = true;
+    ++out.matched;
     const json& n = *it->second;
     compare_numerics(key, b, n, o, out.numerics);
     if (str(b, "backend") != str(n, "backend")) {

@@ -42,6 +42,7 @@ struct Comparison {
   std::vector<NumericsRow> numerics;
   std::vector<ShareRow> shares;
   std::vector<std::string> only_base, only_next;  // case keys present on one side only
+  size_t matched = 0;                             // cases present in both (timed or not)
   std::vector<std::string> env_notes;             // differences that were allowed (forced or harmless)
   std::string base_label, next_label;             // "<gpu> <sha>" for headings
   size_t count(Change c) const;

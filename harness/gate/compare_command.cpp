@@ -42,9 +42,11 @@ nlohmann::json auto_baseline(const nlohmann::json& next) {
     throw CliError(kExitUsage, fmt::format("no baseline for {} under {}", gpu, dir.string()));
   std::sort(files.begin(), files.end());
   nlohmann::json merged;
+  size_t used = 0;
   for (const auto& f : files) {
     nlohmann::json doc = load_results(f);
     if (doc.value("kind", "") != next.value("kind", "")) continue;
+    ++used;
     if (merged.is_null()) {
       merged = std::move(doc);
     } else {
@@ -53,7 +55,8 @@ nlohmann::json auto_baseline(const nlohmann::json& next) {
   }
   if (merged.is_null())
     throw CliError(kExitUsage, fmt::format("no {} baseline under {}", next.value("kind", ""), dir.string()));
-  fmt::print(stderr, "compare: baseline {} ({} file(s))\n", dir.string(), files.size());
+  fmt::print(stderr, "compare: baseline {} ({} of {} file(s) are {} results)\n", dir.string(), used,
+             files.size(), next.value("kind", ""));
   return merged;
 }
 
@@ -77,18 +80,27 @@ std::string gpu_slug(const std::string& gpu_name) {
 }
 
 void add_gate_options(CLI::App* cmd, CompareOptions& o) {
-  cmd->add_option("--alpha", o.gate.alpha, "Mann-Whitney U significance level")->capture_default_str();
+  // Ranges: an out-of-range value would not fail, it would quietly make the gate pass or flag all.
+  cmd->add_option("--alpha", o.gate.alpha, "Mann-Whitney U significance level")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   cmd->add_option("--min-effect", o.gate.min_effect, "smallest relative change that matters (0.03 = 3 %)")
+      ->check(CLI::Range(0.0, 10.0))
       ->capture_default_str();
   cmd->add_option("--noise-floor", o.gate.noise_floor,
                   "run-to-run drift allowance: the change interval is at least +-this wide")
+      ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   cmd->add_option("--confidence", o.gate.confidence, "two-sided bootstrap interval level")
+      ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
-  cmd->add_option("--resamples", o.gate.resamples, "bootstrap resamples")->capture_default_str();
+  cmd->add_option("--resamples", o.gate.resamples, "bootstrap resamples")
+      ->check(CLI::Range(2, 1000000))
+      ->capture_default_str();
   cmd->add_option("--gate-min-samples", o.gate.min_samples, "fewer kept samples on a side: UNSURE")
       ->capture_default_str();
   cmd->add_option("--numerics-factor", o.numerics_factor, "nmse may grow by this factor before it is worse")
+      ->check(CLI::Range(1.0, 1e12))
       ->capture_default_str();
   cmd->add_flag("--force", o.force, "compare results from different GPUs or build configurations");
   cmd->add_flag("--fail-on-unsure", o.fail_on_unsure, "exit 1 when any case is UNSURE too");
@@ -118,6 +130,13 @@ int run_compare(const std::string& base_arg, const std::filesystem::path& next_p
     throw CliError(kExitUsage, msg);
   }
   const Comparison c = compare_results(base, next, o);
+  // No case in common (renamed instances, another scenario, a baseline of other kernels) would
+  // otherwise read "0 slower ... -> ok": a gate that compared nothing must not pass.
+  if (c.matched == 0)
+    throw CliError(kExitUsage,
+                   fmt::format("no case of {} matches a case of the baseline ({} vs {} cases): nothing to "
+                               "compare (keys are scenario, kernel, instance, variant, layout, T, ctx, seed)",
+                               next_path.string(), next["cases"].size(), base["cases"].size()));
   fmt::print("{}", render_text(c, o));
   if (!markdown.empty()) {
     std::ofstream out(markdown, std::ios::binary);
@@ -140,9 +159,10 @@ void add_compare_command(CLI::App& app) {
       "Regression gate: match the cases of two results files (bench JSON, .json.gz too) and judge\n"
       "every hot and cold timing FASTER / SLOWER / SAME / UNSURE from the kept samples (Mann-Whitney U\n"
       "plus a bootstrap interval of the median change and a minimum effect size); numerics that got\n"
-      "worse (pass -> fail, bit-exactness lost, more non-finite outputs, nmse grown by --numerics-factor)\n"
-      "fail on their own. Results from different GPUs or build configurations are refused unless\n"
-      "--force. Exit 0: no regression; 1: a case SLOWER or numerics worse; 2: usage error or refused.");
+      "worse (pass -> fail or skip, bit-exactness lost, more non-finite outputs, nmse grown by\n"
+      "--numerics-factor) fail on their own. Results from different GPUs or build configurations are\n"
+      "refused unless --force. Exit 0: no regression; 1: a case SLOWER or numerics worse; 2: usage\n"
+      "error, refused, or no case in common (nothing compared).");
   cmd->add_option("BASE", a->base, "baseline results file, or 'auto': results/baselines/<gpu>/ for NEW's GPU")
       ->required();
   cmd->add_option("NEW", a->next, "new results file")->required()->check(CLI::ExistingFile);

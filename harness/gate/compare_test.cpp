@@ -105,6 +105,21 @@ TEST(Compare, NumericsWorseFailsOnItsOwn) {
   EXPECT_EQ(grown.rows.at(0).decision.change, Change::same);  // timing alone would pass
 }
 
+TEST(Compare, CaseThatNowSkipsIsNotSilent) {
+  std::mt19937_64 rng(9);
+  json skipped = a_case(rng, "a", 0.1);
+  skipped["verdict"] = "skip";
+  skipped["skip_reason"] = "needs 80.0 GiB of device memory, 12.0 GiB free";
+  skipped["comparisons"] = json::array();
+  skipped["hot"] = nullptr;
+  CompareOptions o;
+  const Comparison c = compare_results(doc({a_case(rng, "a", 0.1)}), doc({skipped}), o);
+  EXPECT_TRUE(c.rows.empty());
+  ASSERT_EQ(c.numerics.size(), 1u);
+  EXPECT_EQ(c.numerics[0].what, "verdict pass -> skip: needs 80.0 GiB of device memory, 12.0 GiB free");
+  EXPECT_TRUE(c.regressed(o));
+}
+
 TEST(Compare, RefusesOtherGpuUnlessForced) {
   std::mt19937_64 rng(4);
   const json base = doc({a_case(rng, "a", 0.1)}),

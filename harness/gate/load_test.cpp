@@ -10,6 +10,7 @@
 #include <string>
 
 #include "harness/cli/exit_codes.h"
+#include "harness/gate/compare_command.h"
 
 namespace fb::gate {
 namespace {
@@ -82,6 +83,25 @@ TEST(GateLoad, FuzzRegressionsAreBadInputNamingTheFile) {
     }
   }
   EXPECT_GE(n, 3);
+}
+
+TEST(GateCompareCommand, DisjointDocumentsAreRefusedNotPassed) {
+  const fs::path dir = fs::temp_directory_path() / ("fb_gate_disjoint_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  nlohmann::json other = example();
+  for (auto& c : other["cases"]) c["scenario"] = "another-scenario";
+  std::ofstream(dir / "base.json") << example().dump();
+  std::ofstream(dir / "other.json") << other.dump();
+  const CompareOptions o;
+  EXPECT_EQ(run_compare((dir / "base.json").string(), dir / "base.json", o, ""), kExitOk);
+  try {
+    (void)run_compare((dir / "base.json").string(), dir / "other.json", o, "");
+    ADD_FAILURE() << "a comparison with no case in common passed";
+  } catch (const CliError& e) {
+    EXPECT_EQ(e.code(), kExitUsage);
+    EXPECT_NE(std::string(e.what()).find("nothing to compare"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
 }
 
 }  // namespace

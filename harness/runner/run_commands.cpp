@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -231,9 +232,18 @@ void run(const RunArgs& a, bool bench, int argc, const char* const* argv) {
   for (auto& c : report.cases) cases.push_back(std::move(c));
   notes.insert(notes.end(), report.notes.begin(), report.notes.end());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  finish(cases, notes, env, baselines, bench ? "bench" : "check", a.json, secs, bench);
+  std::optional<CliError> cases_failed;
+  try {
+    finish(cases, notes, env, baselines, bench ? "bench" : "check", a.json, secs, bench);
+  } catch (const CliError& e) {
+    if (a.compare_to.empty() || e.code() != kExitCheckFailed) throw;
+    // The results file is written: the gate still runs, so its summary (which lists the failed
+    // numerics) reaches --gate-markdown; the exit stays the failure's.
+    cases_failed = e;
+  }
   if (!a.compare_to.empty()) {
     const int rc = gate::run_compare(a.compare_to, a.json, a.gate, a.gate_markdown);
+    if (cases_failed) throw *cases_failed;
     if (rc != kExitOk) throw CliError(static_cast<ExitCode>(rc), "regression gate failed");
   }
 }

@@ -302,7 +302,15 @@ TEST(Npy, SingleByteCorruptionNeverCrashes) {
       auto b = bytes;
       b[i] = v;
       try {
-        parse_npy(b);
+        const NpyArray a = parse_npy(b);
+        // Accepted: then the shape must describe exactly the data read (the fuzzer's property too).
+        size_t n = 1;
+        for (int64_t d : a.shape) {
+          ASSERT_GE(d, 0) << "byte " << i << " = " << int{v};
+          n *= static_cast<size_t>(d);
+        }
+        EXPECT_EQ(n, a.data.size()) << "byte " << i << " = " << int{v} << ": shape "
+                                    << format_npy_shape(a.shape);
       } catch (const NpyError&) {
       }
     }
