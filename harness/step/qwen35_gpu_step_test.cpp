@@ -3,14 +3,19 @@
 // Reproduce: ctest -R qwen35_gpu_step_test (model seed 5, state seed 21, token seed 9).
 // The comparison is on the final logits. With qwen's q/k norms and 1/sqrt(hd) scale the attention
 // scores are O(1) (not the near-argmax softmax of the gemma tiny step), so a tight cosine bound is
-// meaningful; a routing flip (two router logits within fp32 rounding) would show as a large error and
-// is reported with the top-k of each layer not being available here: rerun with another token seed
-// before suspecting the kernels.
+// meaningful, as long as no token sits on a routing near-tie: the tiny model's 8th and 9th router
+// logits are often within the GPU's rounding of each other (about 1 token-layer in 9 of a seeded
+// stream). A flipped expert changes the layer's output by a whole expert's share, which is not a
+// kernel error: token 590 at ctx 0 (layer 0 margin 0.0019, see below) gave cos 0.980 on an H200, and
+// the CPU reference with its linears' inputs quantized like W4A8 (int8 per 32, absmax) gives the
+// same (cos 0.9799, worst element 364), with that layer's top-8 changed. So the decode test takes
+// the first tokens of the seeded stream whose routing margin clears kMinRoutingMargin.
 #include "harness/step/qwen35_gpu_step.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -25,6 +30,14 @@ namespace fb {
 namespace {
 
 namespace fs = std::filesystem;
+
+// Routing margin (ref::Qwen35Trace::routing_margin: the relative rms change of the router input that
+// closes the top-k gap) a decode test token must have in every layer. The GPU's router input differs
+// from the fp64 one by W4A8 activation quantization and bf16 rounding upstream: the CPU emulation
+// above measured at most 0.022 relative rms over 60 tokens x 4 layers (ctx 0, 5, 300) without a
+// flip upstream. 4 x 0.025 keeps a flip a 4-sigma event; about 1 stream token in 4 qualifies.
+constexpr double kRouterInputRelErr = 0.025;
+constexpr double kMinRoutingMargin = 4 * kRouterInputRelErr;
 
 class Qwen35GpuStepTest : public ::testing::Test {
  protected:
@@ -78,10 +91,18 @@ class Qwen35GpuStepTest : public ::testing::Test {
     }
     return step.logits(stream.get());
   }
-  std::vector<float> cpu(int64_t ctx, const std::vector<int32_t>& tokens) {
+  std::vector<float> cpu(int64_t ctx, const std::vector<int32_t>& tokens, ref::Qwen35Trace* trace = nullptr) {
     const ModelConfig c = ref::qwen35_step_tiny_config();
     ref::Qwen35State st = ref::make_qwen35_state(c, ctx + static_cast<int64_t>(tokens.size()), ctx, 21);
-    return ref::qwen35_ref_step(*s_ref, st, tokens, ctx);
+    return ref::qwen35_ref_step(*s_ref, st, tokens, ctx, trace);
+  }
+  // Smallest routing margin over the layers of a one-token step at ctx.
+  double routing_margin(int64_t ctx, int32_t tok) {
+    ref::Qwen35Trace trace;
+    (void)cpu(ctx, {tok}, &trace);
+    double m = INFINITY;
+    for (double v : trace.routing_margin) m = std::min(m, v);
+    return m;
   }
   void expect_close(const std::vector<float>& want, const std::vector<float>& got, const char* variant,
                     const std::string& what, const char* kernel = "qwen35_decode_step") {
@@ -101,11 +122,16 @@ class Qwen35GpuStepTest : public ::testing::Test {
 
 TEST_F(Qwen35GpuStepTest, DecodeMatchesReferenceAndUnfused) {
   const ModelConfig c = ref::qwen35_step_tiny_config();
-  const std::vector<int32_t> toks = ref::step_tokens(c.vocab, 3, 9);
-  int64_t i = 0;
+  const std::vector<int32_t> toks = ref::step_tokens(c.vocab, 64, 9);
+  size_t i = 0;
   for (int64_t ctx : {0, 5, 300}) {  // 300: several SDPA splits of 64 positions
+    double margin = 0;
+    while (i < toks.size() && (margin = routing_margin(ctx, toks[i])) < kMinRoutingMargin) ++i;
+    ASSERT_LT(i, toks.size()) << "no token of the seeded stream clears the routing margin "
+                              << kMinRoutingMargin << " at ctx " << ctx;
     const int32_t tok = toks[i++];
-    const std::string where = "ctx " + std::to_string(ctx) + " token " + std::to_string(tok);
+    const std::string where = "ctx " + std::to_string(ctx) + " token " + std::to_string(tok) +
+                              " (routing margin " + std::to_string(margin) + ")";
     const std::vector<float> f = gpu(ctx, Qwen35Variant::fused, false, {tok});
     const std::vector<float> u = gpu(ctx, Qwen35Variant::unfused, false, {tok});
     const std::vector<float> r = cpu(ctx, {tok});

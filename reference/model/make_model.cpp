@@ -29,6 +29,9 @@ void generate_tensor_rows(const TensorSpec& spec, uint64_t seed, int64_t row0, i
       case TensorInit::norm_direct:
         v = 1.0f + 0.1f * rng.normal(idx);
         break;
+      case TensorInit::qk_norm:
+        v = static_cast<float>(qk_norm_scale(cols) * (1.0 + 0.1 * rng.normal(idx)));
+        break;
       case TensorInit::norm_offset:
         v = 0.1f * rng.normal(idx);
         break;

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <stdexcept>
 
 namespace fb {
@@ -23,6 +24,11 @@ QuantRecipe parse_quant_recipe(const std::string& name) {
 }
 
 const char* to_string(QuantRecipe r) { return r == QuantRecipe::q4_k_m ? "q4_k_m" : "q4_k"; }
+
+double qk_norm_scale(int64_t head_dim) {
+  // s^2 sqrt(K) = 1: std of a sum of K products of unit-rms q and k entries, each weighted by s^2.
+  return 1.0 / std::sqrt(std::sqrt(static_cast<double>(head_dim)));
+}
 
 bool llama_use_more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
 
@@ -109,8 +115,8 @@ void gemma4_tensors(const ModelConfig& c, Builder& b) {
     b.weight(i, "attn_k", {h, kv * hd});
     if (!full) b.weight(i, "attn_v", {h, kv * hd});  // full layers: V = K (attention_k_eq_v)
     b.weight(i, "attn_output", {g.n_heads * hd, h});
-    b.norm(i, "attn_q_norm", hd, TensorInit::norm_direct);
-    b.norm(i, "attn_k_norm", hd, TensorInit::norm_direct);
+    b.norm(i, "attn_q_norm", hd, TensorInit::qk_norm);
+    b.norm(i, "attn_k_norm", hd, TensorInit::qk_norm);
     b.norm(i, "post_attention_norm", h, TensorInit::norm_direct);
     b.norm(i, "ffn_norm", h, TensorInit::norm_direct);
     b.weight(i, "ffn_gate", {h, g.intermediate});

@@ -24,7 +24,17 @@ enum class TensorInit {
   ssm_a,         // -uniform(1, 16): -exp(A_log) as llama.cpp stores it
   dt_bias,       // log(expm1(dt)), dt log-uniform in [1e-3, 1e-1] (Mamba-style init)
   rope_freqs,    // 1 for rotated pairs, 1e30 for the rest (llama.cpp's proportional-RoPE factors)
+  qk_norm,       // qk_norm_scale(K) (1 + 0.1 N): gemma q/k RMSNorm weight (direct), see below
 };
+
+// Scale of gemma's q_norm / k_norm weights for head_dim K: K^(-1/4), so that scores have std ~ 1.
+// Gemma4 scores are q.k with scale 1 after both RMSNorms, so unit weights give score std ~ sqrt(K)
+// (22.6 at K = 512): a near-argmax softmax in which one rounding difference upstream flips the
+// attended position, and the random model turns chaotic (the tiny CPU step with W4A8-like int8
+// activations: logits cosine 0.63 at prefill T 100). Trained attention is not near-argmax on random
+// input; at std 1 the same perturbation gives cosine >= 0.998 (numbers in reference/step/gemma4_step.h);
+// at std 2 it was already 0.984 (decode ctx 300), at std 3 0.906 (prefill T 100).
+double qk_norm_scale(int64_t head_dim);
 
 struct TensorSpec {
   std::string name;

@@ -164,4 +164,19 @@ TEST(ModelTensors, UnknownNamesAreRejectedWithTheValidOnes) {
 }
 
 }  // namespace
+// Gemma q/k norm weights are scaled so that unit-rms q and k give attention scores of std ~1 (a
+// near-argmax softmax otherwise, see qk_norm_scale); the other norms stay around 1.
+TEST(ModelTensors, Gemma4QkNormsAreScaledForHeadDim) {
+  EXPECT_NEAR(qk_norm_scale(256) * qk_norm_scale(256) * 16.0, 1.0, 1e-12);
+  const ModelConfig c = model_config(ModelFamily::gemma4, ModelScale::tiny);
+  int n = 0;
+  for (const TensorSpec& s : model_tensors(c, QuantRecipe::q4_k_m)) {
+    const bool qk =
+        s.name.find("attn_q_norm") != std::string::npos || s.name.find("attn_k_norm") != std::string::npos;
+    EXPECT_EQ(s.init == TensorInit::qk_norm, qk) << s.name;
+    n += qk;
+  }
+  EXPECT_EQ(n, 2 * c.n_layers);
+}
+
 }  // namespace fb

@@ -12,6 +12,7 @@
 #include "reference/formats/dequantize.h"
 #include "reference/formats/half.h"
 #include "reference/fusion/load_fusions.h"
+#include "reference/model/model_tensors.h"
 #include "reference/ops/ops.h"
 #include "reference/util/splitmix.h"
 
@@ -154,18 +155,19 @@ Gemma4KvState make_kv_state(const ModelConfig& c, int64_t capacity, int64_t fill
             L.k_packed[(h * capacity + p) * hd / 2 + b] = static_cast<uint8_t>(bits);
             L.v_packed[(h * capacity + p) * hd / 2 + b] = static_cast<uint8_t>(bits >> 8);
           }
-          const double root = kKvScale * std::sqrt(static_cast<double>(hd));
-          L.k_norms[h * capacity + p] =
-              fp32_to_bf16(static_cast<float>(root * (0.8 + 0.4 * rng.uniform(base + hd))));
+          const double root = std::sqrt(static_cast<double>(hd));
+          L.k_norms[h * capacity + p] = fp32_to_bf16(
+              static_cast<float>(qk_norm_scale(hd) * root * (0.8 + 0.4 * rng.uniform(base + hd))));
           L.v_norms[h * capacity + p] =
-              fp32_to_bf16(static_cast<float>(root * (0.8 + 0.4 * rng.uniform(base + hd + 1))));
+              fp32_to_bf16(static_cast<float>(kKvScale * root * (0.8 + 0.4 * rng.uniform(base + hd + 1))));
         }
     } else {
       const int64_t n = g.n_kv_heads_sliding * 2 * g.sliding_window * g.head_dim_sliding;
+      const double k_scale = qk_norm_scale(g.head_dim_sliding);
       L.ring_k.resize(static_cast<size_t>(n));
       L.ring_v.resize(static_cast<size_t>(n));
       for (int64_t j = 0; j < n; ++j) {
-        L.ring_k[j] = fp32_to_bf16(static_cast<float>(kKvScale * rng.normal(2 * j)));
+        L.ring_k[j] = fp32_to_bf16(static_cast<float>(k_scale * rng.normal(2 * j)));
         L.ring_v[j] = fp32_to_bf16(static_cast<float>(kKvScale * rng.normal(2 * j + 1)));
       }
     }

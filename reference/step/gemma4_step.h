@@ -55,14 +55,17 @@ struct Gemma4KvState {
   tq4::Rotation rotation;
 };
 inline constexpr uint64_t kTq4RotationSeed = 42;  // upstream's generate_rotation_matrix seed
-// Seeded random valid cache content for positions [0, filled): every ring slot holds bf16
-// N(0, kKvScale^2) values, every TQ4 position random 4-bit indices and a bf16 norm near
-// kKvScale * sqrt(head_dim) (the scale of a k_norm'ed key).
-// Note for comparisons: with random weights, unit-scale normed q/k give scores with a standard
-// deviation ~ sqrt(head_dim), so the softmax is a near-argmax and one bf16 ulp upstream can flip it:
-// fp32 instead of fp64 accumulation in the linears alone moves the tiny prefill logits to cosine
-// 0.96 (ctx 300, T 20); scaling the cached content down (0.1) does not help, since the new tokens'
-// own keys dominate. GPU-vs-CPU step checks are therefore gross-error checks (tolerances.h).
+// Seeded random valid cache content for positions [0, filled): every ring slot holds bf16 values,
+// N(0, s^2) for K and N(0, kKvScale^2) for V, every TQ4 position random 4-bit indices and a bf16
+// norm near s * sqrt(head_dim) (K) or kKvScale * sqrt(head_dim) (V): s = qk_norm_scale(head_dim),
+// the scale of a key after make-model's k_norm weights; V is RMS-normed without a weight.
+// Sensitivity of the CPU step itself on the tiny model (make-model seed 5, cache seed 21, token
+// seed 9; decode ctx 48 / 300, prefill T 20 / 100 at ctx 90), logits cosine vs the fp64 step:
+//   fp32 accumulation in the linears: 0.999996 / 0.99997 / 0.99987 / 0.99986
+//   linears' inputs int8 per 32, absmax (W4A8-like): 0.9985 / 0.9994 / 0.9991 / 0.9995;
+//   over token seeds 1-4 and 9: cosine >= 0.9981, NMSE <= 3.8e-3.
+// With the unit q/k norm weights of before (score std ~ sqrt(head_dim), a near-argmax softmax) the
+// int8 perturbation gave 0.957 / 0.896 / 0.823 / 0.629 and fp32 accumulation 1.0 / 1.0 / 0.996 / 0.993.
 inline constexpr double kKvScale = 1.0;
 Gemma4KvState make_kv_state(const ModelConfig& config, int64_t capacity, int64_t filled, uint64_t seed);
 

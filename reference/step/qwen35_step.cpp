@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <numeric>
 #include <stdexcept>
 #include <thread>
 
@@ -92,6 +93,36 @@ std::vector<float> attention(const Qwen35MoeDims& q, const std::vector<float>& q
       for (int64_t i = 0; i < hd; ++i) out[(t * nh + h) * hd + i] = round_bf16(acc[i] / sum);
     }
   return out;
+}
+
+// Trace::routing_margin of one layer (see qwen35_step.h), the top-k order as route_fp64 sorts it.
+double routing_margin(const Qwen35MoeDims& q, const std::vector<float>& router, const std::vector<float>& x,
+                      int64_t T, int64_t H) {
+  const int64_t E = q.n_experts;
+  double worst = INFINITY;
+  std::vector<double> logit(static_cast<size_t>(E));
+  std::vector<int32_t> order(static_cast<size_t>(E));
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xt = &x[t * H];
+    double ss = 0;
+    for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(xt[i]) * xt[i];
+    for (int64_t e = 0; e < E; ++e) {
+      double acc = 0;
+      for (int64_t i = 0; i < H; ++i) acc += static_cast<double>(xt[i]) * router[e * H + i];
+      logit[e] = acc;
+    }
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logit[a] > logit[b]; });
+    const int32_t in = order[q.top_k - 1], out = order[q.top_k];
+    double dw = 0;
+    for (int64_t i = 0; i < H; ++i) {
+      const double d = static_cast<double>(router[in * H + i]) - router[out * H + i];
+      dw += d * d;
+    }
+    const double scale = std::sqrt(dw) * std::sqrt(ss / static_cast<double>(H));
+    worst = std::min(worst, scale > 0 ? (logit[in] - logit[out]) / scale : INFINITY);
+  }
+  return worst;
 }
 
 // Sparse MoE + gated shared expert (the shared expert as slot top_k, weight sigmoid(w_sh . x)).
@@ -301,7 +332,10 @@ std::vector<float> qwen35_ref_step(const Qwen35RefWeights& w, Qwen35State& st,
     const std::vector<float> xf =
         rms_norm_bf16(x, T, H, L.post_attention_norm.data(), NormWeight::one_plus, eps);
     x = add_bf16(x, moe(q, L, xf, T, H));
-    if (trace) trace->residual.push_back(x);
+    if (trace) {
+      trace->residual.push_back(x);
+      if (q.top_k < q.n_experts) trace->routing_margin.push_back(routing_margin(q, L.router, xf, T, H));
+    }
   }
   const std::vector<float> last(x.end() - H, x.end());
   const std::vector<float> xn = rms_norm_bf16(last, 1, H, w.output_norm.data(), NormWeight::one_plus, eps);

@@ -65,6 +65,13 @@ Qwen35State make_qwen35_state(const ModelConfig& config, int64_t capacity, int64
 // Per-layer outputs recorded for diagnosis (the residual stream after each layer, bf16 values).
 struct Qwen35Trace {
   std::vector<std::vector<float>> residual;  // [layer][T][H]
+  // [layer] routing stability, the smallest over the step's tokens of
+  //   (logit_k - logit_k+1) / (rms(x) * |w_k - w_k+1|)
+  // with k, k+1 the last chosen and the first unchosen expert, x the router input, w the router rows:
+  // the relative rms change of x (in a random direction, one standard deviation) that closes the gap.
+  // A step whose inputs deviate by r (relative rms) keeps the same experts with high probability when
+  // this is several times r; a value near 0 is a near-tie that any rounding difference may flip.
+  std::vector<double> routing_margin;
 };
 
 // One step over tokens at positions pos .. pos+T-1; appends K/V, advances the GDN states, returns

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -105,6 +106,30 @@ TEST(Qwen35StepRef, LogitsAreSpread) {
   for (float v : l) mn = std::min<double>(mn, v), mx = std::max<double>(mx, v);
   EXPECT_GT(mx - mn, 1e-2);
   EXPECT_LT(mx - mn, 1e4);
+}
+
+// The trace's routing margin (one per layer) flags the near-tie that made the GPU decode test fail on
+// token 590 at ctx 0 (layer 0: the 8th and 9th router logits 9e-4 apart, logit std 0.32) and clears
+// the token that test now takes instead (harness/step/qwen35_gpu_step_test.cpp, kMinRoutingMargin).
+TEST(Qwen35RefStep, RoutingMarginFlagsNearTies) {
+  TinyModel m(QuantRecipe::q4_k);
+  const GgufFile f = GgufFile::open(m.path);
+  const ModelConfig c = qwen35_step_tiny_config();
+  const Qwen35RefWeights w = load_qwen35_ref_weights(f, c, false);
+  auto margin = [&](int32_t tok) {
+    Qwen35State st = make_qwen35_state(c, 1, 0, 21);
+    Qwen35Trace trace;
+    (void)qwen35_ref_step(w, st, {tok}, 0, &trace);
+    EXPECT_EQ(static_cast<int64_t>(trace.routing_margin.size()), c.n_layers);
+    double lo = INFINITY;
+    for (double v : trace.routing_margin) {
+      EXPECT_GE(v, 0.0);
+      lo = std::min(lo, v);
+    }
+    return lo;
+  };
+  EXPECT_LT(margin(590), 0.01);
+  EXPECT_GE(margin(879), 0.1);
 }
 
 }  // namespace
