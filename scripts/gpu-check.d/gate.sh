@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # gpu-check step: regression-gate calibration and a CUPTI profile (issue 6).
 # Usage: gate.sh BUILD_DIR STEP_OUTDIR FUSEBENCH_BINARY
-#   1. scripts/calibrate-gate: 5 clean and 5 FUSEBENCH_INJECT_SLOWDOWN=0.03 bench runs of ~60 decode
-#      cases, interleaved; A/A flag rate and 3 % catch rate -> calibration.{json,md} (~3-4 min).
+#   1. scripts/calibrate-gate: 4 clean and 4 FUSEBENCH_INJECT_SLOWDOWN=0.03 bench runs of ~60 decode
+#      cases, interleaved; A/A flag rate and 3 % catch rate -> calibration.{json,md}. Measured on an
+#      H200: ~50 s per bench run (the fp64 references of the full-shape cases dominate), so ~7 min:
+#      run this step in a device call of its own (gpu-check --no-tests --no-check --step gate).
 #   2. `fusebench profile` of the gemma4-31b decode kernels at ctx 8192, T=1 (per-kernel share from
 #      CUPTI records mapped to NVTX ranges) -> profile-decode.json.gz, and of the whole decode step
 #      when its GGUF exists (scripts/gpu-check.d/step.sh makes it; it runs after this step).
@@ -20,7 +22,7 @@ mkdir -p "$out"
 rc=0
 
 python3 "$here/scripts/calibrate-gate" --fusebench "$fb" -o "$out/calibration" \
-  --runs "${GATE_RUNS:-5}" --min-seconds "${GATE_MIN_SECONDS:-0.03}" >"$out/calibration.log" 2>&1 || rc=1
+  --runs "${GATE_RUNS:-4}" --min-seconds "${GATE_MIN_SECONDS:-0.03}" >"$out/calibration.log" 2>&1 || rc=1
 tail -20 "$out/calibration.log"
 
 "$fb" profile gemma4-31b-decode --context 8192 --tokens 1 --json "$out/profile-decode.json" \
