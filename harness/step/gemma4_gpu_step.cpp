@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "harness/timing/nvtx.h"
@@ -98,7 +99,17 @@ void run_jobs(std::vector<Job>& jobs) {
   std::atomic<size_t> next{0};
   std::exception_ptr error;
   std::mutex err_mutex;
+  // The CUDA current device is per host thread: workers must upload to the caller's device.
+  int device = 0;
+  FB_CUDA_CHECK(cudaGetDevice(&device));
   auto worker = [&] {
+    if (const cudaError_t e = cudaSetDevice(device); e != cudaSuccess) {
+      std::lock_guard<std::mutex> lock(err_mutex);
+      if (!error)
+        error = std::make_exception_ptr(
+            std::runtime_error(std::string("cudaSetDevice: ") + cudaGetErrorString(e)));
+      return;
+    }
     for (size_t i; (i = next++) < jobs.size();) {
       try {
         jobs[i]();

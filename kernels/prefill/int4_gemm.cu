@@ -468,8 +468,9 @@ constexpr TileShape kShapes[] = {{Int4GemmTile::t128_w128, 128, 128, 2},
 // among the 128-token mma.sync tiles, fewest SM-time units (waves x tile area x co-resident CTAs).
 Int4GemmTile pick_tile(int64_t m, int64_t n) {
   if (m > 128) return Int4GemmTile::wg256_w128;
-  int dev = 0, sms = 132;
-  if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  int dev = 0, sms = 0;
+  FB_CUDA_CHECK(cudaGetDevice(&dev));
+  FB_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   Int4GemmTile best = Int4GemmTile::t128_w128;
   double best_cost = 1e300;
   for (const TileShape& s : kShapes) {
