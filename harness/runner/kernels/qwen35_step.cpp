@@ -16,7 +16,7 @@
 #include <mutex>
 
 #include "harness/runner/kernel_registry.h"
-#include "harness/runner/tolerances.h"
+#include "harness/runner/kernels/whole_step_case.h"
 #include "reference/gguf/gguf_file.h"
 #include "reference/model/make_model.h"
 #include "reference/model/model_tensors.h"
@@ -80,38 +80,12 @@ std::shared_ptr<QwenModel> qwen_model(const ModelConfig& c) {
   return m;
 }
 
-class Qwen35StepCase final : public KernelCase {
+class Qwen35StepCase final : public WholeStepCase {
  public:
-  explicit Qwen35StepCase(const CaseParams& p) : m_p(p) {
-    m_config = *p.model;
-    m_prefill = p.scenario->phase == Phase::prefill;
+  explicit Qwen35StepCase(const CaseParams& p) : WholeStepCase(p, *p.model, "35 B") {
     if (m_prefill ? p.tokens < 2 : p.tokens != 1)
       throw std::invalid_argument("qwen3.5 step: decode takes T = 1, prefill T >= 2");
     m_model = qwen_model(m_config);
-    m_tokens = ref::step_tokens(m_config.vocab, p.tokens, p.seed);
-  }
-
-  nlohmann::json shape() const override {
-    nlohmann::json j = {{"model", m_config.name},
-                        {"scale", m_config.scale_name()},
-                        {"phase", m_prefill ? "prefill" : "decode"},
-                        {"T", m_p.tokens},
-                        {"context", m_p.context},
-                        {"layers", m_config.n_layers},
-                        {"gguf", m_model->path.filename().string()}};
-    if (m_launches) j["launches"] = m_launches;
-    if (!tiny()) j["reference"] = "none at full scale: fused is compared with unfused only";
-    return j;
-  }
-  uint64_t bytes() const override { return m_bytes; }
-  uint64_t flops() const override { return m_flops; }
-  bool has_reference() const override { return tiny(); }
-  std::vector<float> reference() override { return cpu_step(false); }
-  void run_reference_once() override { (void)cpu_step(false); }
-  std::vector<float> cpu_variant_output() override {
-    if (!tiny())
-      throw CaseSkipped("full-scale steps run on the GPU only (no CPU reference of 35 B parameters)");
-    return cpu_step(m_p.variant == "fused");
   }
 
 #if FUSEBENCH_WITH_CUDA
@@ -141,8 +115,8 @@ class Qwen35StepCase final : public KernelCase {
 #endif
 
  private:
-  bool tiny() const { return m_config.scale == ModelScale::tiny; }
-  std::vector<float> cpu_step(bool fused_load) {
+  std::filesystem::path model_path() const override { return m_model->path; }
+  std::vector<float> cpu_step(bool fused_load) override {
     if (!tiny()) throw std::runtime_error("no CPU reference for a full-scale step");
     std::shared_ptr<const ref::Qwen35RefWeights> w;
     {
@@ -157,44 +131,22 @@ class Qwen35StepCase final : public KernelCase {
     return ref::qwen35_ref_step(*w, st, m_tokens, m_p.context);
   }
 
-  CaseParams m_p;
-  ModelConfig m_config;
   std::shared_ptr<QwenModel> m_model;
-  bool m_prefill = false;
-  std::vector<int32_t> m_tokens;
-  uint64_t m_bytes = 0, m_flops = 0;
-  int64_t m_launches = 0;
 #if FUSEBENCH_WITH_CUDA
   std::unique_ptr<Qwen35GpuStep> m_step;
 #endif
 };
 
 KernelDef make_qwen35_step_kernel(const char* name, Phase phase) {
-  KernelDef k;
-  k.name = name;
-  k.description =
+  return whole_step_kernel(
+      name, phase,
       phase == Phase::decode
           ? "whole qwen3.5-moe decode step (30 GDN + 10 gated-attention layers, MoE top-8 + shared "
             "expert, lm_head), CUDA-graph replay"
           : "whole qwen3.5-moe prefill step (dequant + cuBLAS linears, sequential GDN, causal SDPA, "
-            "MoE decode kernels over T x slots, lm_head on the last token)";
-  k.phases = {phase};
-  k.variants = {"fused", "unfused"};
-  k.layouts = {"device"};
-  k.whole_step = true;
-  k.twin_of = [](const std::string& v) -> std::optional<std::string> {
-    if (v == "fused") return std::string("unfused");
-    return std::nullopt;
-  };
-  k.instances = [](const ModelConfig& c, Phase) {
-    std::vector<nlohmann::json> out;
-    if (c.family == ModelFamily::qwen35moe) out.push_back({{"id", "qwen35"}, {"name", "qwen3.5-moe"}});
-    return out;
-  };
-  k.make = [](const CaseParams& p) { return std::make_unique<Qwen35StepCase>(p); };
-  const std::string key = name;
-  k.tolerance = [key](const std::string& against) { return kernel_tolerance(key, against); };
-  return k;
+            "MoE decode kernels over T x slots, lm_head on the last token)",
+      ModelFamily::qwen35moe, {{"id", "qwen35"}, {"name", "qwen3.5-moe"}},
+      [](const CaseParams& p) { return std::make_unique<Qwen35StepCase>(p); });
 }
 
 }  // namespace

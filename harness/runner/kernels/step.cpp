@@ -14,7 +14,7 @@
 #include <mutex>
 
 #include "harness/runner/kernel_registry.h"
-#include "harness/runner/tolerances.h"
+#include "harness/runner/kernels/whole_step_case.h"
 #include "reference/gguf/gguf_file.h"
 #include "reference/model/make_model.h"
 #include "reference/step/gemma4_step.h"
@@ -74,37 +74,10 @@ std::shared_ptr<LoadedModel> loaded_model(const ModelConfig& c) {
   return m;
 }
 
-class StepCase final : public KernelCase {
+class StepCase final : public WholeStepCase {
  public:
-  StepCase(const CaseParams& p, const char* kernel) : m_p(p), m_kernel(kernel) {
-    m_config = step_config(*p.model);
-    m_prefill = p.scenario->phase == Phase::prefill;
+  explicit StepCase(const CaseParams& p) : WholeStepCase(p, step_config(*p.model), "31 B") {
     m_model = loaded_model(m_config);
-    m_tokens = ref::step_tokens(m_config.vocab, p.tokens, p.seed);
-  }
-
-  nlohmann::json shape() const override {
-    nlohmann::json j = {{"model", m_config.name},
-                        {"scale", m_config.scale_name()},
-                        {"phase", m_prefill ? "prefill" : "decode"},
-                        {"T", m_p.tokens},
-                        {"context", m_p.context},
-                        {"layers", m_config.n_layers},
-                        {"gguf", m_model->path.filename().string()}};
-    if (m_launches) j["launches"] = m_launches;
-    if (!tiny()) j["reference"] = "none at full scale: fused is compared with unfused only";
-    return j;
-  }
-  uint64_t bytes() const override { return m_bytes; }
-  uint64_t flops() const override { return m_flops; }
-  bool has_reference() const override { return tiny(); }
-
-  std::vector<float> reference() override { return cpu_step(false); }
-  void run_reference_once() override { (void)cpu_step(false); }
-  std::vector<float> cpu_variant_output() override {
-    if (!tiny())
-      throw CaseSkipped("full-scale steps run on the GPU only (no CPU reference of 31 B parameters)");
-    return cpu_step(m_p.variant == "fused");
   }
 
 #if FUSEBENCH_WITH_CUDA
@@ -140,8 +113,8 @@ class StepCase final : public KernelCase {
 #endif
 
  private:
-  bool tiny() const { return m_config.scale == ModelScale::tiny; }
-  std::vector<float> cpu_step(bool fused_load) {
+  std::filesystem::path model_path() const override { return m_model->path; }
+  std::vector<float> cpu_step(bool fused_load) override {
     if (!tiny()) throw std::runtime_error("no CPU reference for a full-scale step");
     std::shared_ptr<const ref::Gemma4RefWeights> w;
     {
@@ -158,42 +131,20 @@ class StepCase final : public KernelCase {
     return ref::gemma4_ref_step(*w, kv, m_tokens, m_p.context);
   }
 
-  CaseParams m_p;
-  const char* m_kernel;
-  ModelConfig m_config;
-  bool m_prefill = false;
   std::shared_ptr<LoadedModel> m_model;
-  std::vector<int32_t> m_tokens;
-  uint64_t m_bytes = 0, m_flops = 0;
-  int64_t m_launches = 0;
 #if FUSEBENCH_WITH_CUDA
   std::unique_ptr<Gemma4GpuStep> m_step;
 #endif
 };
 
 KernelDef make_step_kernel(const char* name, Phase phase) {
-  KernelDef k;
-  k.name = name;
-  k.description =
+  return whole_step_kernel(
+      name, phase,
       phase == Phase::decode
           ? "whole gemma4 decode step (every layer + lm_head + softcap), CUDA-graph replay"
-          : "whole gemma4 prefill step (dequant + cuBLAS, TQ4/SWA prefill, lm_head on the last token)";
-  k.phases = {phase};
-  k.variants = {"fused", "unfused"};
-  k.layouts = {"device"};
-  k.whole_step = true;
-  k.twin_of = [](const std::string& v) -> std::optional<std::string> {
-    if (v == "fused") return std::string("unfused");
-    return std::nullopt;
-  };
-  k.instances = [](const ModelConfig& c, Phase) {
-    std::vector<nlohmann::json> out;
-    if (c.family == ModelFamily::gemma4) out.push_back({{"id", "gemma4"}, {"name", "gemma4"}});
-    return out;
-  };
-  k.make = [name](const CaseParams& p) { return std::make_unique<StepCase>(p, name); };
-  k.tolerance = [name](const std::string& against) { return kernel_tolerance(name, against); };
-  return k;
+          : "whole gemma4 prefill step (dequant + cuBLAS, TQ4/SWA prefill, lm_head on the last token)",
+      ModelFamily::gemma4, {{"id", "gemma4"}, {"name", "gemma4"}},
+      [](const CaseParams& p) { return std::make_unique<StepCase>(p); });
 }
 
 }  // namespace
