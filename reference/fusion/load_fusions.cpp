@@ -8,6 +8,8 @@
 #include <map>
 #include <stdexcept>
 
+#include "reference/formats/dequantize.h"
+
 namespace fb {
 
 const char* fusion_label(FusionKind k) {
@@ -219,6 +221,26 @@ FusionPlan plan_load_fusions(const GgufFile& file) {
   FusionPlan plan;
   for (const FusionGroup& g : find_fusion_groups(file)) plan.decisions.push_back(decide_fusion(file, g));
   return plan;
+}
+
+std::map<std::string, std::vector<float>> dequantize_fused_parts(const GgufFile& file,
+                                                                 std::vector<std::string>* log) {
+  std::map<std::string, std::vector<float>> parts;
+  for (const FusionGroup& g : find_fusion_groups(file)) {
+    const FusionDecision d = decide_fusion(file, g);
+    if (log) log->push_back(d.describe());
+    if (!d.fused) continue;
+    const std::vector<uint8_t> raw = fuse_rows(file, d);
+    std::vector<float> all(static_cast<size_t>(d.rows * d.cols));
+    dequantize(d.type, raw.data(), all.data(), d.rows * d.cols);
+    int64_t row0 = 0;
+    for (size_t p = 0; p < g.parts.size(); ++p) {
+      parts[g.parts[p]] =
+          std::vector<float>(all.begin() + row0 * d.cols, all.begin() + (row0 + d.part_rows[p]) * d.cols);
+      row0 += d.part_rows[p];
+    }
+  }
+  return parts;
 }
 
 }  // namespace fb

@@ -8,6 +8,7 @@
 // 2-D; the same K (ne[0]); the same bytes per row; the same ggml type. A group that fails stays
 // unfused with a diagnostic — never an abort.
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -69,6 +70,13 @@ FusionDecision decide_fusion(const GgufFile& file, const FusionGroup& group);
 // rows * row_bytes. Throws std::invalid_argument for an unfused decision or a wrong size.
 void fuse_rows(const GgufFile& file, const FusionDecision& decision, std::span<uint8_t> out);
 std::vector<uint8_t> fuse_rows(const GgufFile& file, const FusionDecision& decision);
+
+// The fused load path in f32: every group that passes the guards is fused, dequantized once as one
+// tensor and split back into its parts' rows, keyed by part name (so a reference model loaded this
+// way sees exactly the weights a fused kernel reads). Groups left unfused are absent; every
+// decision's describe() line is appended to `log` when given.
+std::map<std::string, std::vector<float>> dequantize_fused_parts(const GgufFile& file,
+                                                                 std::vector<std::string>* log = nullptr);
 
 struct FusionPlan {
   std::vector<FusionDecision> decisions;

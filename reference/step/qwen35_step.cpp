@@ -167,23 +167,8 @@ Qwen35RefWeights load_qwen35_ref_weights(const GgufFile& f, const ModelConfig& c
   w.embd = load(f, "token_embd.weight");
   w.output_norm = load(f, "output_norm.weight");
   w.output = load(f, "output.weight");
-  std::map<std::string, std::vector<float>> split;
-  if (fused) {
-    for (const FusionGroup& g : find_fusion_groups(f)) {
-      FusionDecision d = decide_fusion(f, g);
-      w.fusion_log.push_back(d.describe());
-      if (!d.fused) continue;
-      const std::vector<uint8_t> raw = fuse_rows(f, d);
-      std::vector<float> all(static_cast<size_t>(d.rows * d.cols));
-      dequantize(d.type, raw.data(), all.data(), d.rows * d.cols);
-      int64_t row0 = 0;
-      for (size_t p = 0; p < g.parts.size(); ++p) {
-        split[g.parts[p]] =
-            std::vector<float>(all.begin() + row0 * d.cols, all.begin() + (row0 + d.part_rows[p]) * d.cols);
-        row0 += d.part_rows[p];
-      }
-    }
-  }
+  const std::map<std::string, std::vector<float>> split =
+      fused ? dequantize_fused_parts(f, &w.fusion_log) : std::map<std::string, std::vector<float>>{};
   auto get = [&](const std::string& name) {
     auto it = split.find(name);
     return it != split.end() ? it->second : load(f, name);
