@@ -21,6 +21,7 @@
 #include "kernels/prefill/int4_gemm.cuh"
 #include "kernels/prefill/prefill.cuh"
 #include "reference/formats/blocks.h"
+#include "reference/formats/centred_q4k.h"
 #include "reference/formats/half.h"
 #include "reference/layouts/layouts.h"
 #include "reference/ops/ops.h"
@@ -32,35 +33,8 @@ using test::Bf16Buf;
 using test::upload;
 constexpr uint64_t kSeed = 4242;
 
-// Q4_K blocks like a quantizer's output on centred weights (sub-block scales in the upper half of the
-// 6-bit range, zero points of 6..9 steps), so the bf16 zero of the layout is representative.
 std::vector<BlockQ4K> q4k_blocks(int64_t rows, int64_t k, uint64_t stream) {
-  const CounterRng rng(kSeed, stream);
-  std::vector<BlockQ4K> v(static_cast<size_t>(rows * k / 256));
-  for (size_t b = 0; b < v.size(); ++b) {
-    BlockQ4K& blk = v[b];
-    const uint64_t r0 = rng.bits(b * 32);
-    const float d = 2e-4f * (1.0f + uniform01(r0));
-    blk.d = fp32_to_fp16(d);
-    blk.dmin = fp32_to_fp16(10.0f * d);
-    for (int i = 0; i < 16; ++i) {
-      const uint64_t r = rng.bits(b * 32 + 1 + i);
-      std::memcpy(blk.qs + 8 * i, &r, 8);
-    }
-    uint8_t sc[8], mn[8];
-    for (int j = 0; j < 8; ++j) {
-      const uint64_t r = rng.bits(b * 32 + 17 + j);
-      sc[j] = static_cast<uint8_t>(32 + r % 32);
-      mn[j] =
-          static_cast<uint8_t>(std::min(63.0f, std::nearbyint((6.0f + 3.0f * uniform01(r)) * sc[j] / 10.0f)));
-    }
-    for (int j = 0; j < 4; ++j) {
-      blk.scales[j] = static_cast<uint8_t>(sc[j] | ((sc[j + 4] >> 4) << 6));
-      blk.scales[j + 4] = static_cast<uint8_t>(mn[j] | ((mn[j + 4] >> 4) << 6));
-      blk.scales[j + 8] = static_cast<uint8_t>((sc[j + 4] & 0xF) | ((mn[j + 4] & 0xF) << 4));
-    }
-  }
-  return v;
+  return centred_q4k_blocks(rows, k, kSeed, stream);
 }
 
 // The layout on the device plus the view the kernels take.

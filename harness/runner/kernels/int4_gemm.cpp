@@ -20,6 +20,7 @@
 #include "harness/runner/tolerances.h"
 #include "kernels/prefill/int4_dequant_rule.h"
 #include "reference/formats/blocks.h"
+#include "reference/formats/centred_q4k.h"
 #include "reference/formats/half.h"
 #include "reference/layouts/layouts.h"
 #include "reference/model/model_tensors.h"
@@ -41,36 +42,6 @@ namespace {
 
 constexpr int64_t kSampleTokens = 24;
 constexpr int64_t kSampleWeightRows = 160;
-
-// Q4_K blocks with random quants, sub-block scales in the upper half of the 6-bit range and mins
-// giving zero points of 6..9 steps (raw random scale bytes give zero points up to ~1000).
-std::vector<BlockQ4K> centred_q4k(int64_t rows, int64_t cols, uint64_t seed, uint64_t stream) {
-  const CounterRng rng(seed, stream);
-  std::vector<BlockQ4K> v(static_cast<size_t>(rows * (cols / 256)));
-  for (size_t b = 0; b < v.size(); ++b) {
-    BlockQ4K& blk = v[b];
-    const float d = 2e-4f * (1.0f + rng.uniform(b * 32));
-    blk.d = fp32_to_fp16(d);
-    blk.dmin = fp32_to_fp16(10.0f * d);
-    for (int i = 0; i < 16; ++i) {
-      const uint64_t r = rng.bits(b * 32 + 1 + i);
-      std::memcpy(blk.qs + 8 * i, &r, 8);
-    }
-    uint8_t sc[8], mn[8];
-    for (int j = 0; j < 8; ++j) {
-      const uint64_t r = rng.bits(b * 32 + 17 + j);
-      sc[j] = static_cast<uint8_t>(32 + r % 32);
-      mn[j] =
-          static_cast<uint8_t>(std::min(63.0f, std::nearbyint((6.0f + 3.0f * uniform01(r)) * sc[j] / 10.0f)));
-    }
-    for (int j = 0; j < 4; ++j) {
-      blk.scales[j] = static_cast<uint8_t>(sc[j] | ((sc[j + 4] >> 4) << 6));
-      blk.scales[j + 4] = static_cast<uint8_t>(mn[j] | ((mn[j + 4] >> 4) << 6));
-      blk.scales[j + 8] = static_cast<uint8_t>((sc[j + 4] & 0xF) | ((mn[j + 4] & 0xF) << 4));
-    }
-  }
-  return v;
-}
 
 std::vector<int64_t> sample_indices(int64_t n, int64_t count, uint64_t seed, uint64_t stream,
                                     const std::vector<int64_t>& must) {
@@ -95,7 +66,7 @@ class Int4GemmCase final : public KernelCase {
     m_k = inst.at("cols").get<int64_t>();
     m_m = p.tokens;
     if (m_m < 1) throw std::invalid_argument("prefill_int4_gemm: tokens must be >= 1");
-    const auto blocks = centred_q4k(m_n, m_k, p.seed, fnv1a64(m_name.data(), m_name.size()));
+    const auto blocks = centred_q4k_blocks(m_n, m_k, p.seed, fnv1a64(m_name.data(), m_name.size()));
     m_w = pack_q4k_coalesced(blocks.data(), m_n, m_k,
                              m_layout == "coalesced_u8" ? ScaleEncoding::code8 : ScaleEncoding::bf16);
     const CounterRng rng(p.seed, 0xAC7ull);
