@@ -243,7 +243,10 @@ Comparison compare_results(const json& base, const json& next, const CompareOpti
       if (r.decision.change == Change::slower || r.decision.change == Change::faster) {
         const auto cb = kept_cycles(b[m]), cn = kept_cycles(n[m]);
         if (!cb.empty() && !cn.empty()) {
-          const Decision in_cycles = decide(cb, cn, g);
+          // The timer floor in the cycle unit: kcycles per ms is the base's median clock in MHz.
+          GateOptions gc = g;
+          if (r.base_ms > 0) gc.resolution_ms = g.resolution_ms * median(cb) / r.base_ms;
+          const Decision in_cycles = decide(cb, cn, gc);
           if (in_cycles.change != r.decision.change) {
             r.decision.why =
                 fmt::format("{} in time ({:+.2f}%) but {} in SM cycles ({:+.2f}%): the clock moved",
@@ -327,9 +330,11 @@ std::string render_text(const Comparison& c, const CompareOptions& o) {
   for (const auto& k : c.only_next) s += fmt::format("only in new: {}\n", k);
   for (const auto& n : c.env_notes) s += fmt::format("note: {}\n", n);
   s += counts_line(c) + "\n";
-  s += fmt::format("gate: Mann-Whitney p < {:g}, min effect {:.1f}%, noise floor {:.1f}% -> {}\n",
-                   o.gate.alpha, 100 * o.gate.min_effect, 100 * o.gate.noise_floor,
-                   c.regressed(o) ? "REGRESSION" : "ok");
+  s += fmt::format(
+      "gate: Mann-Whitney p < {:g}, min effect {:.1f}%, noise floor {:.1f}%, timer resolution {:g} us -> "
+      "{}\n",
+      o.gate.alpha, 100 * o.gate.min_effect, 100 * o.gate.noise_floor, 1e3 * o.gate.resolution_ms,
+      c.regressed(o) ? "REGRESSION" : "ok");
   return s;
 }
 
@@ -340,9 +345,11 @@ std::string render_markdown(const Comparison& c, const CompareOptions& o) {
   s += fmt::format("**{}**\n\n", counts_line(c));
   s += fmt::format(
       "Gate: Mann-Whitney U p < {:g} on the kept samples and a {:.0f}% bootstrap interval of the median "
-      "change widened to ±{:.1f}% (run-to-run noise floor); SLOWER when significant and a {:.1f}% "
-      "slowdown is inside the interval.\n\n",
-      o.gate.alpha, 100 * o.gate.confidence, 100 * o.gate.noise_floor, 100 * o.gate.min_effect);
+      "change widened to ±{:.1f}% (run-to-run noise floor); SLOWER when significant, a {:.1f}% "
+      "slowdown is inside the interval and the medians differ by at least {:g} µs (CUDA event timer "
+      "resolution; a smaller change is SAME or UNSURE, never SLOWER/FASTER).\n\n",
+      o.gate.alpha, 100 * o.gate.confidence, 100 * o.gate.noise_floor, 100 * o.gate.min_effect,
+      1e3 * o.gate.resolution_ms);
   auto table_head = [] {
     return std::string(
         "| verdict | meas | case | base | new | change | interval | p "
@@ -399,6 +406,7 @@ nlohmann::json to_json(const Comparison& c, const CompareOptions& o) {
                     {"lo", r.decision.lo},
                     {"hi", r.decision.hi},
                     {"p", r.decision.test.p},
+                    {"below_resolution", r.decision.below_resolution},
                     {"why", r.decision.why}});
   }
   json numerics = json::array();
@@ -410,6 +418,7 @@ nlohmann::json to_json(const Comparison& c, const CompareOptions& o) {
            {{"alpha", o.gate.alpha},
             {"min_effect", o.gate.min_effect},
             {"noise_floor", o.gate.noise_floor},
+            {"resolution_ms", o.gate.resolution_ms},
             {"confidence", o.gate.confidence},
             {"resamples", o.gate.resamples}}},
           {"regressed", c.regressed(o)},

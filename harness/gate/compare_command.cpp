@@ -91,6 +91,13 @@ void add_gate_options(CLI::App* cmd, CompareOptions& o) {
                   "run-to-run drift allowance: the change interval is at least +-this wide")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
+  // The rule keeps ms (the samples' unit); microseconds read better on the command line.
+  cmd->add_option_function<double>(
+         "--resolution-us", [&o](double us) { o.gate.resolution_ms = 1e-3 * us; },
+         "timer resolution: a median change smaller than this is never FASTER/SLOWER, only SAME or UNSURE "
+         "(CUDA events: around 0.5 us)")
+      ->check(CLI::Range(0.0, 1e6))
+      ->default_str(fmt::format("{:g}", 1e3 * o.gate.resolution_ms));
   cmd->add_option("--confidence", o.gate.confidence, "two-sided bootstrap interval level")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
@@ -158,7 +165,8 @@ void add_compare_command(CLI::App& app) {
       "compare",
       "Regression gate: match the cases of two results files (bench JSON, .json.gz too) and judge\n"
       "every hot and cold timing FASTER / SLOWER / SAME / UNSURE from the kept samples (Mann-Whitney U\n"
-      "plus a bootstrap interval of the median change and a minimum effect size); numerics that got\n"
+      "plus a bootstrap interval of the median change and a minimum effect size; a median change below\n"
+      "--resolution-us, the CUDA event timer's resolution, is never FASTER / SLOWER); numerics that got\n"
       "worse (pass -> fail or skip, bit-exactness lost, more non-finite outputs, nmse grown by\n"
       "--numerics-factor) fail on their own. Results from different GPUs or build configurations are\n"
       "refused unless --force. Exit 0: no regression; 1: a case SLOWER or numerics worse; 2: usage\n"

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "harness/gate/compare_command.h"
@@ -175,6 +176,40 @@ TEST(Compare, ShareMovesAreReported) {
   const Comparison c = compare_results(base, next, CompareOptions{});
   ASSERT_EQ(c.shares.size(), 1u);
   EXPECT_NE(render_markdown(c, CompareOptions{}).find("Kernel share moved"), std::string::npos);
+}
+
+TEST(Compare, MicrosecondShiftBelowTimerResolutionIsNotSlower) {
+  // 4 us -> 4.12 us (+3 %, 0.12 us) is below the CUDA event resolution: UNSURE, not a regression;
+  // 40 us -> 41.2 us is SLOWER. The legend and the JSON options name the floor.
+  std::mt19937_64 rng(10);
+  const json base = doc({a_case(rng, "small", 0.004), a_case(rng, "large", 0.040)});
+  const json next = doc({a_case(rng, "small", 0.004 * 1.03), a_case(rng, "large", 0.040 * 1.03)});
+  CompareOptions o;
+  const Comparison c = compare_results(base, next, o);
+  ASSERT_EQ(c.rows.size(), 2u);
+  EXPECT_EQ(c.rows[0].decision.change, Change::unsure) << c.rows[0].decision.why;
+  EXPECT_NE(c.rows[0].decision.why.find("timer resolution"), std::string::npos);
+  EXPECT_EQ(c.rows[1].decision.change, Change::slower) << c.rows[1].decision.why;
+  EXPECT_NE(render_text(c, o).find("timer resolution 0.5 us"), std::string::npos);
+  EXPECT_NE(render_markdown(c, o).find("at least 0.5 µs"), std::string::npos);
+  const json j = to_json(c, o);
+  EXPECT_DOUBLE_EQ(j["options"]["resolution_ms"].get<double>(), 0.0005);
+  EXPECT_TRUE(j["rows"][0]["below_resolution"].get<bool>());
+}
+
+TEST(CompareCommand, ResolutionOptionParsesInMicroseconds) {
+  auto parse = [](std::vector<std::string> args) {
+    CLI::App app;
+    CompareOptions o;
+    add_gate_options(&app, o);
+    std::reverse(args.begin(), args.end());  // CLI11 takes a vector in reverse order
+    app.parse(args);
+    return o;
+  };
+  EXPECT_DOUBLE_EQ(parse({}).gate.resolution_ms, 0.0005);
+  EXPECT_DOUBLE_EQ(parse({"--resolution-us", "0.25"}).gate.resolution_ms, 0.00025);
+  EXPECT_DOUBLE_EQ(parse({"--resolution-us", "0"}).gate.resolution_ms, 0.0);
+  EXPECT_THROW(parse({"--resolution-us", "-1"}), CLI::ValidationError);
 }
 
 TEST(Baselines, GpuSlug) {

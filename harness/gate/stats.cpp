@@ -165,11 +165,15 @@ Decision decide(const std::vector<double>& base, const std::vector<double>& next
   d.lo = std::min(iv.lo, iv.estimate - o.noise_floor);
   d.hi = std::max(iv.hi, iv.estimate + o.noise_floor);
   const bool significant = d.test.p < o.alpha;
-  if (significant && iv.lo > 0 && d.hi >= o.min_effect) {
+  // A shift the timer cannot resolve is not evidence of a code change, however tight the samples:
+  // run-to-run it moves whole microsecond kernels by several percent.
+  const double delta = median(next) - median(base);
+  d.below_resolution = std::abs(delta) < o.resolution_ms;
+  if (!d.below_resolution && significant && iv.lo > 0 && d.hi >= o.min_effect) {
     d.change = Change::slower;
     d.why = fmt::format("p={:.2g} < {:g} and a slowdown of {:.1f}% is within [{:+.2f}%, {:+.2f}%]", d.test.p,
                         o.alpha, 100 * o.min_effect, 100 * d.lo, 100 * d.hi);
-  } else if (significant && iv.hi < 0 && d.lo <= -o.min_effect) {
+  } else if (!d.below_resolution && significant && iv.hi < 0 && d.lo <= -o.min_effect) {
     d.change = Change::faster;
     d.why = fmt::format("p={:.2g} < {:g}, interval [{:+.2f}%, {:+.2f}%]", d.test.p, o.alpha, 100 * d.lo,
                         100 * d.hi);
@@ -177,6 +181,12 @@ Decision decide(const std::vector<double>& base, const std::vector<double>& next
     d.change = Change::same;
     d.why = fmt::format("interval [{:+.2f}%, {:+.2f}%] within +-{:.1f}%", 100 * d.lo, 100 * d.hi,
                         100 * o.min_effect);
+  } else if (d.below_resolution) {
+    d.change = Change::unsure;
+    // Times are in ms: "us" reads right for the timing rows (the cycle view scales the floor).
+    d.why = fmt::format(
+        "change {:+.3g} us is below the timer resolution ({:g} us); interval [{:+.2f}%, {:+.2f}%], p={:.2g}",
+        1e3 * delta, 1e3 * o.resolution_ms, 100 * d.lo, 100 * d.hi, d.test.p);
   } else {
     d.change = Change::unsure;
     d.why = fmt::format("p={:.2g}, interval [{:+.2f}%, {:+.2f}%] spans the +-{:.1f}% threshold", d.test.p,

@@ -43,14 +43,21 @@ struct GateOptions {
   double confidence = 0.90;     // two-sided bootstrap interval (one-sided 95 % per side)
   int resamples = 500;          // 5 % / 95 % quantiles of 500 resamples: enough for a yes/no gate
   size_t min_samples = 5;       // fewer kept samples on either side: UNSURE
+  // Smallest change of the median the timer resolves, in the samples' unit (ms for times). CUDA
+  // events measure "in milliseconds with a resolution of around 0.5 microseconds" (CUDA Runtime API,
+  // cudaEventElapsedTime, https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__EVENT.html).
+  // On an H200 the gate's A/A flags were all run-to-run shifts of 0.1-0.35 us on 4-15 us kernels
+  // (results/nvidia-h200/2026-11-22-calibration): relatively large, absolutely below the timer.
+  double resolution_ms = 0.0005;
   uint64_t seed = 1;
 };
 
 struct Decision {
   Change change = Change::unsure;
   MannWhitney test;
-  Interval change_interval;  // bootstrap interval, before widening
-  double lo = 0, hi = 0;     // after widening by the noise floor
+  Interval change_interval;       // bootstrap interval, before widening
+  double lo = 0, hi = 0;          // after widening by the noise floor
+  bool below_resolution = false;  // |median change| < GateOptions::resolution_ms
   std::string why;
 };
 
@@ -58,6 +65,8 @@ struct Decision {
 // reaches +min_effect, so a true slowdown of min_effect is caught even when this run's estimate
 // lands a little below it. FASTER mirrors it. SAME: the widened interval lies inside
 // (-min_effect, +min_effect). Everything else (too noisy or too few samples) is UNSURE.
+// Timer floor: when |median(next) - median(base)| < resolution_ms the change is never SLOWER or
+// FASTER, only SAME (interval inside +-min_effect) or UNSURE ("below the timer resolution").
 Decision decide(const std::vector<double>& base, const std::vector<double>& next, const GateOptions& o);
 
 }  // namespace fb::gate

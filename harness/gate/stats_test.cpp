@@ -133,6 +133,33 @@ TEST(Decide, IdenticalSamplesAreSame) {
   EXPECT_EQ(decide(a, a, GateOptions{}).change, Change::same);
 }
 
+TEST(Decide, ShiftBelowTimerResolutionIsNeverFlagged) {
+  // Samples in ms, as the gate gets them. A 3 % shift of a 4 us kernel is 0.12 us, below the CUDA
+  // event timer's ~0.5 us: however tight the samples, not SLOWER. The widened interval reaches +3 %,
+  // so not SAME either: UNSURE, saying why.
+  std::mt19937_64 rng(23);
+  GateOptions o;
+  const auto a4 = noisy(rng, 500, 0.004, 0.002), b4 = noisy(rng, 500, 0.004 * 1.03, 0.002);
+  const Decision d4 = decide(a4, b4, o);
+  EXPECT_LT(d4.test.p, 1e-6);  // the samples alone would call it
+  EXPECT_TRUE(d4.below_resolution);
+  EXPECT_EQ(d4.change, Change::unsure) << d4.why;
+  EXPECT_NE(d4.why.find("below the timer resolution (0.5 us)"), std::string::npos) << d4.why;
+  // Without the floor the same samples are SLOWER: the floor is what decides.
+  GateOptions no_floor = o;
+  no_floor.resolution_ms = 0;
+  EXPECT_EQ(decide(a4, b4, no_floor).change, Change::slower);
+  // A sub-resolution shift well inside +-3 % stays SAME.
+  EXPECT_EQ(decide(a4, noisy(rng, 500, 0.004 * 1.002, 0.002), o).change, Change::same);
+  // Faster mirrors it.
+  EXPECT_EQ(decide(a4, noisy(rng, 500, 0.004 * 0.97, 0.002), o).change, Change::unsure);
+  // The same 3 % on a 40 us kernel is 1.2 us: resolved, SLOWER.
+  const auto a40 = noisy(rng, 500, 0.040, 0.002), b40 = noisy(rng, 500, 0.040 * 1.03, 0.002);
+  const Decision d40 = decide(a40, b40, o);
+  EXPECT_FALSE(d40.below_resolution);
+  EXPECT_EQ(d40.change, Change::slower) << d40.why;
+}
+
 TEST(Decide, SignificantButTinyChangeIsSame) {
   std::mt19937_64 rng(19);
   const auto a = noisy(rng, 2000, 100.0, 0.002), b = noisy(rng, 2000, 100.5, 0.002);
