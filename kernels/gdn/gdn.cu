@@ -28,7 +28,9 @@ __global__ void __launch_bounds__(256)
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const float4 wv = __ldg(reinterpret_cast<const float4*>(w) + c);
-  __nv_bfloat16 last[4] = {state[4 * c], state[4 * c + 1], state[4 * c + 2], state[4 * c + 3]};
+  // The 4-entry state row is one 8-byte load and store (the API requires state % 8 == 0).
+  alignas(8) __nv_bfloat16 last[4];
+  *reinterpret_cast<uint2*>(last) = *reinterpret_cast<const uint2*>(state + 4 * c);
   float win[4] = {bf(last[0]), bf(last[1]), bf(last[2]), bf(last[3])};
   for (int64_t t = 0; t < T; ++t) {
     const __nv_bfloat16 xb = x[t * ldx + c];
@@ -40,8 +42,7 @@ __global__ void __launch_bounds__(256)
     acc = __fadd_rn(acc, __fmul_rn(win[3], wv.w));
     out[t * C + c] = __float2bfloat16_rn(silu(acc));
   }
-#pragma unroll
-  for (int j = 0; j < 4; ++j) state[4 * c + j] = last[j];
+  *reinterpret_cast<uint2*>(state + 4 * c) = *reinterpret_cast<const uint2*>(last);
 }
 
 // Naive twin, step 1: inp[c][0..K+T) = cat(state[c], x[:, c]) in fp32.

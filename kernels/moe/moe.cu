@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -12,7 +13,8 @@ namespace {
 
 constexpr int kWarps = 8;         // warps per block of every matvec kernel here
 constexpr int kMaxUnits = 4;      // 32-weight units per lane: K <= 32 * 32 * kMaxUnits = 4096
-constexpr int kSlotChunk = 8;     // GEMM2 slots whose weights are loaded before the first is used
+constexpr int kSlotChunk = 9;     // GEMM2 slots whose weights are loaded before the first is used
+                                  // (qwen: top 8 + shared = 9, one round trip)
 constexpr int kMaxExperts = 256;  // router: logits per lane <= 8
 
 void require(bool ok, const std::string& what) {
@@ -37,11 +39,16 @@ __device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
+// Row strides and the group shift are precomputed on the host: a runtime 64-bit division per
+// fragment address was most of the decode GEMMs' instructions.
 struct WArgs {
   const uint8_t* q;
   const uint16_t* scale;
   int64_t experts, n, k;
-  int group_units;  // sym_int4: 32-weight units per scale
+  int group_units;     // sym_int4: 32-weight units per scale
+  int group_shift;     // log2(group_units)
+  int64_t row_qbytes;  // bytes of one row's quants (sym_int4: k / 2; q4_k: k / 256 blocks)
+  int64_t row_scales;  // sym_int4: scales per row (k / 32 / group_units)
 };
 
 template <ExpertFormat F>
@@ -54,12 +61,12 @@ struct Unit<ExpertFormat::sym_int4> {
     uint4 q;
     float s;
   };
-  static __device__ __forceinline__ Frag load(const WArgs& w, int64_t e, int64_t row, int64_t u) {
+  static __device__ __forceinline__ Frag load(const WArgs& w, int64_t e, int64_t row, int u) {
     const int64_t r = e * w.n + row;
-    return {ld_stream16(w.q + r * (w.k / 2) + u * 16),
-            bf16_bits(__ldg(w.scale + r * (w.k / 32 / w.group_units) + u / w.group_units))};
+    return {ld_stream16(w.q + r * w.row_qbytes + u * 16),
+            bf16_bits(__ldg(w.scale + r * w.row_scales + (u >> w.group_shift)))};
   }
-  static __device__ __forceinline__ float dot(const Frag& f, const Q8Block* act, int64_t u) {
+  static __device__ __forceinline__ float dot(const Frag& f, const Q8Block* act, int u) {
     const uint4* p = reinterpret_cast<const uint4*>(act + u);
     const uint4 ev = p[0], ov = p[1], meta = p[2];
     int dp = 0;
@@ -83,9 +90,9 @@ struct Unit<ExpertFormat::q4_k> {
     uint4 q;
     float sa, ma, sb, mb;
   };
-  static __device__ __forceinline__ Frag load(const WArgs& w, int64_t e, int64_t row, int64_t u) {
-    const uint8_t* blk = w.q + ((e * w.n + row) * (w.k / 256) + u / 8) * sizeof(BlockQ4K);
-    const int c = static_cast<int>(u % 8) / 2, hh = static_cast<int>(u % 2);
+  static __device__ __forceinline__ Frag load(const WArgs& w, int64_t e, int64_t row, int u) {
+    const uint8_t* blk = w.q + (e * w.n + row) * w.row_qbytes + (u >> 3) * int{sizeof(BlockQ4K)};
+    const int c = (u & 7) >> 1, hh = u & 1;
     Frag f;
     f.q = ld_stream16(blk + 16 + 32 * c + 16 * hh);
     const uint4 hd = __ldg(reinterpret_cast<const uint4*>(blk));  // d, dmin, scales[12]
@@ -104,9 +111,9 @@ struct Unit<ExpertFormat::q4_k> {
     f.sa = sc[0], f.ma = mn[0], f.sb = sc[1], f.mb = mn[1];
     return f;
   }
-  static __device__ __forceinline__ float dot(const Frag& f, const Q8Block* act, int64_t u) {
-    const int c = static_cast<int>(u % 8) / 2, hh = static_cast<int>(u % 2);
-    const Q8Block* A = act + (u / 8) * 8 + 2 * c;
+  static __device__ __forceinline__ float dot(const Frag& f, const Q8Block* act, int u) {
+    const int c = (u & 7) >> 1, hh = u & 1;
+    const Q8Block* A = act + (u >> 3) * 8 + 2 * c;
     const Q8Block* B = A + 1;
     const uint2 ea = *reinterpret_cast<const uint2*>(A->qs_even + 8 * hh);
     const uint2 oa = *reinterpret_cast<const uint2*>(A->qs_odd + 8 * hh);
@@ -213,6 +220,86 @@ __global__ void __launch_bounds__(256)
   quantize8(v, valid, q8 + c / 4, static_cast<int>(c % 4));
 }
 
+// ---- GEMM1 for decode, activation quantize folded in -------------------------------------------
+// Why this shape: at T = 1 GEMM1 is 9 pairs x 1024 rows of 1 KB, L2-resident when hot, so the time is
+// latency, not bytes. A warp owns R rows of one pair (R * kUpl = kFrags 16-byte loads per lane, all
+// issued before anything waits), the grid covers every row in one wave, and each block quantizes
+// the token vectors it needs into shared memory while its weight loads are in flight (no separate
+// quantize launch). Per (pair, row) it is row_dot's arithmetic: lane gl sums units gl, gl + L, ... in
+// that order from 0, then the same xor reduction, and quantize8 is the quantize kernel's, so the
+// output equals quantize + pairs_matvec_kernel (the gate/up twin) bit for bit.
+constexpr int kFrags = 8;
+
+template <ExpertFormat F, int kUpl>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemm1_quant_kernel(WArgs w, const __nv_bfloat16* __restrict__ x, const int32_t* __restrict__ ids,
+                       unsigned pairs, unsigned slots, unsigned tiles, int L, __nv_bfloat16* __restrict__ out,
+                       int64_t ldo, int64_t col0) {
+  constexpr int R = kFrags / kUpl;  // rows per lane group
+  extern __shared__ Q8Block sx[];   // [tokens this block spans][k / 32]
+  using U = Unit<F>;
+  // 32-bit index math (the launcher checks pairs * tiles < 2^31): divisions here run once per thread.
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int gl = lane % L, gi = lane / L, gpw = 32 / L;
+  const int units = static_cast<int>(w.k / 32);
+  const unsigned total = pairs * tiles, task = blockIdx.x * kWarps + warp;
+  const bool task_ok = task < total;
+  const unsigned p = task_ok ? task / tiles : 0;
+  const int64_t row0 = static_cast<int64_t>(task_ok ? task % tiles : 0) * (R * gpw) + gi;
+  const int32_t e = task_ok ? __ldg(ids + p) : 0;
+  const bool bad = task_ok && (e < 0 || e >= w.experts);  // corrupt id: NaN, no out-of-bounds read
+  const bool ok = task_ok && !bad;
+  typename U::Frag f[R][kUpl];
+#pragma unroll
+  for (int j = 0; j < R; ++j)
+#pragma unroll
+    for (int uu = 0; uu < kUpl; ++uu) {
+      const int64_t row = row0 + int64_t{j} * gpw;
+      const int u = gl + uu * L;
+      if (ok && row < w.n && u < units) f[j][uu] = U::load(w, e, row, u);
+    }
+
+  // The tokens of this block's pairs, quantized while the weights arrive.
+  const unsigned first = blockIdx.x * kWarps;
+  const unsigned last = (first + kWarps < total ? first + kWarps : total) - 1;
+  const unsigned t0 = first / tiles / slots, t1 = last / tiles / slots;
+  const int chunks = static_cast<int>((t1 - t0 + 1) * (w.k / 8));
+  const __nv_bfloat16* xt = x + static_cast<int64_t>(t0) * w.k;
+  for (int base = 0; base < chunks; base += blockDim.x) {
+    const int c = base + threadIdx.x;
+    const bool valid = c < chunks;  // chunks % 4 == 0: a 4-lane quad is all valid or all not
+    float v[8] = {};
+    if (valid) unpack8(__ldg(reinterpret_cast<const uint4*>(xt) + c), v);
+    quantize8(v, valid, sx + (c >> 2), c & 3);
+  }
+  __syncthreads();
+
+  const Q8Block* a = sx + (task_ok ? (p / slots - t0) * units : 0);
+  float acc[R];
+#pragma unroll
+  for (int j = 0; j < R; ++j) {
+    acc[j] = 0.0f;
+#pragma unroll
+    for (int uu = 0; uu < kUpl; ++uu) {
+      const int64_t row = row0 + int64_t{j} * gpw;
+      const int u = gl + uu * L;
+      if (ok && row < w.n && u < units) acc[j] = __fadd_rn(acc[j], U::dot(f[j][uu], a, u));
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < R; ++j)
+    for (int off = L / 2; off > 0; off >>= 1)
+      acc[j] = __fadd_rn(acc[j], __shfl_xor_sync(0xFFFFFFFFu, acc[j], off));
+  if (!task_ok) return;
+#pragma unroll
+  for (int j = 0; j < R; ++j) {
+    const int64_t row = row0 + int64_t{j} * gpw;
+    if (gl == (j % L) && row < w.n)  // the sum is in every lane of the group: spread the stores
+      out[static_cast<int64_t>(p) * ldo + col0 + row] =
+          __float2bfloat16_rn(bad ? __int_as_float(0x7FC00000) : acc[j]);
+  }
+}
+
 // ---- GEMM1 / down: one row of one pair per lane group --------------------------------------------
 
 template <ExpertFormat F, bool kF32Out>
@@ -245,30 +332,64 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 // ---- GEMM2 with SiLU, routing weight and slot sum ------------------------------------------------
 
+// Block = (token t, kWarps * 32 / L rows); lane group = one row, lane gl = unit gl of every slot.
+// Why this order: the weight loads of all slots (up to kSlotChunk) are issued first, then the
+// prologue builds bf16(silu(gate) * up) of this token's slots only, quantized into shared memory,
+// while they arrive; a block never touches another token's activations (at T = 4 the old kernel
+// redid all 36 pairs in every block). Per slot: 0 + dot, the xor reduction over L lanes,
+// bf16(acc * w_s) summed in fp32 in slot order: moe_down + moe_weighted_sum bit for bit.
+// sym_int4 fits 2 blocks per SM (128 registers) without spilling; q4_k's fragments are twice as big.
 template <ExpertFormat F>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kWarps * 32, F == ExpertFormat::sym_int4 ? 2 : 1)
     gemm2_silu_kernel(WArgs w, const __nv_bfloat16* __restrict__ h, const int32_t* __restrict__ ids,
-                      const float* __restrict__ weights, int64_t tokens, int slots,
+                      const float* __restrict__ weights, int slots, unsigned tiles,
                       __nv_bfloat16* __restrict__ y, int L) {
-  extern __shared__ Q8Block sact[];  // [P][inter/32]
-  const int64_t inter = w.k, units = inter / 32, P = tokens * slots;
-  // Prologue: bf16(silu(gate) * up) of every pair, quantized into shared memory. Loads of 4 chunks
-  // are issued before the first is used (the h reads are L2 hits but serial latency would dominate).
-  const int64_t chunks = P * inter / 8;
-  for (int64_t base = 0; base < chunks; base += 4 * blockDim.x) {
+  extern __shared__ Q8Block sact[];  // [slots][inter/32]
+  using U = Unit<F>;
+  // 32-bit index math: a runtime 64-bit division costs tens of instructions.
+  const int inter = static_cast<int>(w.k), units = inter / 32, chunks_per_slot = inter / 8;
+  const int64_t t = blockIdx.x / tiles;
+  const int lane = threadIdx.x & 31, gl = lane % L, gi = lane / L, gpw = 32 / L;
+  const int64_t row =
+      static_cast<int64_t>(blockIdx.x % tiles) * (kWarps * gpw) + (threadIdx.x >> 5) * gpw + gi;
+  const bool in_range = row < w.n;
+  const int32_t* tids = ids + t * slots;
+  const float* tw = weights + t * slots;
+
+  typename U::Frag f[kSlotChunk];
+  unsigned okm = 0;  // bit i: slot s0 + i exists and has a valid id
+  bool bad = false;
+  auto load_chunk = [&](int s0) {
+    okm = 0;
+#pragma unroll
+    for (int i = 0; i < kSlotChunk; ++i) {
+      const bool here = s0 + i < slots;
+      const int32_t e = here ? __ldg(tids + s0 + i) : 0;
+      const bool ok = here && e >= 0 && e < w.experts;
+      bad |= here && !ok;
+      okm |= static_cast<unsigned>(ok) << i;
+      if (in_range && ok && gl < units) f[i] = U::load(w, e, row, gl);
+    }
+  };
+  load_chunk(0);
+
+  // Prologue over this token's slots. Loads of 4 chunks are issued before the first is used.
+  const __nv_bfloat16* ht = h + t * slots * 2 * inter;
+  const int chunks = slots * chunks_per_slot;
+  for (int base = 0; base < chunks; base += 4 * blockDim.x) {
     uint4 g[4], u[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int64_t c = base + i * blockDim.x + threadIdx.x;
+      const int c = base + i * blockDim.x + threadIdx.x;
       if (c < chunks) {
-        const int64_t p = c / (inter / 8), j = (c % (inter / 8)) * 8;
-        g[i] = __ldg(reinterpret_cast<const uint4*>(h + p * 2 * inter + j));
-        u[i] = __ldg(reinterpret_cast<const uint4*>(h + p * 2 * inter + inter + j));
+        const int s = c / chunks_per_slot, j = (c - s * chunks_per_slot) * 8;
+        g[i] = __ldg(reinterpret_cast<const uint4*>(ht + s * 2 * inter + j));
+        u[i] = __ldg(reinterpret_cast<const uint4*>(ht + s * 2 * inter + inter + j));
       }
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int64_t c = base + i * blockDim.x + threadIdx.x;
+      const int c = base + i * blockDim.x + threadIdx.x;
       const bool valid = c < chunks;
       float v[8] = {};
       if (valid) {
@@ -278,46 +399,28 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
         for (int j = 0; j < 8; ++j) v[j] = silu_mul(gf[j], uf[j]);
       }
-      quantize8(v, valid, sact + c / 4, static_cast<int>(c % 4));
+      quantize8(v, valid, sact + (c >> 2), c & 3);
     }
   }
   __syncthreads();
 
-  const int lane = threadIdx.x & 31, gl = lane % L, gi = lane / L, gpw = 32 / L;
-  const int64_t total = tokens * w.n;
-  const int64_t step = static_cast<int64_t>(gridDim.x) * kWarps * gpw;
-  using U = Unit<F>;
-  for (int64_t base = (static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32) * gpw; base < total;
-       base += step) {
-    const int64_t task = base + gi;
-    const bool in_range = task < total;
-    const int64_t t = in_range ? task / w.n : 0, row = in_range ? task % w.n : 0;
-    float sum = 0.0f;
-    bool bad = false;
-    for (int s0 = 0; s0 < slots; s0 += kSlotChunk) {
-      typename U::Frag f[kSlotChunk];
-      int32_t e[kSlotChunk];
+  float sum = 0.0f;
+  for (int s0 = 0; s0 < slots; s0 += kSlotChunk) {
+    if (s0 > 0) load_chunk(s0);
+    float ws[kSlotChunk];  // loaded here, not with the weights: fewer registers live in the prologue
 #pragma unroll
-      for (int i = 0; i < kSlotChunk; ++i) {
-        e[i] = s0 + i < slots ? ids[t * slots + s0 + i] : 0;
-        const bool ok = e[i] >= 0 && e[i] < w.experts;
-        bad |= s0 + i < slots && !ok;
-        if (in_range && ok && s0 + i < slots && gl < units) f[i] = U::load(w, e[i], row, gl);
-      }
+    for (int i = 0; i < kSlotChunk; ++i) ws[i] = s0 + i < slots ? __ldg(tw + s0 + i) : 0.0f;
 #pragma unroll
-      for (int i = 0; i < kSlotChunk; ++i) {
-        if (s0 + i >= slots) break;  // warp-uniform
-        const int64_t p = t * slots + s0 + i;
-        const bool ok = in_range && e[i] >= 0 && e[i] < w.experts && gl < units;
-        float acc = 0.0f;  // 0 + dot, as row_dot sums (keeps the sign of a zero identical to the twin)
-        if (ok) acc = __fadd_rn(acc, U::dot(f[i], sact + p * units, gl));
-        for (int off = L / 2; off > 0; off >>= 1)
-          acc = __fadd_rn(acc, __shfl_xor_sync(0xFFFFFFFFu, acc, off));
-        sum = __fadd_rn(sum, round_bf16(__fmul_rn(acc, weights[p])));
-      }
+    for (int i = 0; i < kSlotChunk; ++i) {
+      if (s0 + i >= slots) break;  // warp-uniform
+      const bool ok = in_range && (okm >> i & 1u) && gl < units;
+      float acc = 0.0f;  // 0 + dot, as row_dot sums (keeps the sign of a zero identical to the twin)
+      if (ok) acc = __fadd_rn(acc, U::dot(f[i], sact + (s0 + i) * units, gl));
+      for (int off = L / 2; off > 0; off >>= 1) acc = __fadd_rn(acc, __shfl_xor_sync(0xFFFFFFFFu, acc, off));
+      sum = __fadd_rn(sum, round_bf16(__fmul_rn(acc, ws[i])));
     }
-    if (in_range && gl == 0) y[t * w.n + row] = __float2bfloat16_rn(bad ? __int_as_float(0x7FC00000) : sum);
   }
+  if (in_range && gl == 0) y[t * w.n + row] = __float2bfloat16_rn(bad ? __int_as_float(0x7FC00000) : sum);
 }
 
 __global__ void __launch_bounds__(256) silu_mul_kernel(const __nv_bfloat16* __restrict__ h, int64_t pairs,
@@ -433,12 +536,19 @@ WArgs check_weights(const ExpertWeights& w, bool gemm2) {
     require(w.group == 32 || w.group == 64 || w.group == 128, "group must be 32, 64 or 128");
     require(w.scale != nullptr && aligned(w.scale, 2), "null or misaligned scale");
   }
+  const bool sym = w.format == ExpertFormat::sym_int4;
+  const int gu = sym ? w.group / 32 : 1;
   return {static_cast<const uint8_t*>(w.qdata),
           static_cast<const uint16_t*>(w.scale),
           w.experts,
           w.n,
           w.k,
-          w.group / 32};
+          gu,
+          gu == 2   ? 1
+          : gu == 4 ? 2
+                    : 0,
+          sym ? w.k / 2 : w.k / 256 * static_cast<int64_t>(sizeof(BlockQ4K)),
+          sym ? w.k / w.group : 0};
 }
 
 int grid_cap() {
@@ -506,6 +616,47 @@ void moe_gemm1(const ExpertWeights& w, const Q8Block* q8x, const int32_t* ids, i
                                             stream);
 }
 
+void moe_gemm1_quant(const ExpertWeights& w, const __nv_bfloat16* x, const int32_t* ids, int64_t tokens,
+                     int slots, __nv_bfloat16* out, int64_t ldo, int64_t col0, cudaStream_t stream) {
+  const WArgs a = check_weights(w, false);
+  require(tokens >= 1 && slots >= 1 && col0 >= 0 && ldo >= col0 + w.n, "gemm1: bad tokens/slots/ldo");
+  require(x && aligned(x, 16) && ids && out, "gemm1: null or misaligned pointer");
+  const int L = lanes_per_row(w.k);
+  const int64_t units = w.k / 32, upl = (units + L - 1) / L;  // 1..4 (units <= 32 * kMaxUnits)
+  const int kupl = upl == 1 ? 1 : upl == 2 ? 2 : 4;
+  const int64_t rows_per_warp = int64_t{kFrags / kupl} * (32 / L);
+  const int64_t tiles = (w.n + rows_per_warp - 1) / rows_per_warp, pairs = tokens * slots;
+  const int64_t blocks = (pairs * tiles + kWarps - 1) / kWarps;
+  require(pairs * tiles + kWarps < (int64_t{1} << 31), "gemm1: too many tokens");
+  // Tokens one block can span: its kWarps consecutive warp tasks cover at most span_p pairs.
+  const int64_t span_p = (kWarps - 1) / tiles + 2;
+  const int64_t span_t = std::min<int64_t>(tokens, (span_p + slots - 1) / slots + 1);
+  const size_t smem = static_cast<size_t>(span_t * units) * sizeof(Q8Block);
+  require(smem <= 48 * 1024, "gemm1: the tokens one block spans exceed 48 KB of shared memory");
+  const auto grid = static_cast<unsigned>(blocks);
+  const auto up = static_cast<unsigned>(pairs), us = static_cast<unsigned>(slots),
+             ut = static_cast<unsigned>(tiles);
+#define FB_GEMM1_QUANT(FMT, UPL) \
+  gemm1_quant_kernel<FMT, UPL><<<grid, kWarps * 32, smem, stream>>>(a, x, ids, up, us, ut, L, out, ldo, col0)
+  if (w.format == ExpertFormat::sym_int4) {
+    if (kupl == 1)
+      FB_GEMM1_QUANT(ExpertFormat::sym_int4, 1);
+    else if (kupl == 2)
+      FB_GEMM1_QUANT(ExpertFormat::sym_int4, 2);
+    else
+      FB_GEMM1_QUANT(ExpertFormat::sym_int4, 4);
+  } else {
+    if (kupl == 1)
+      FB_GEMM1_QUANT(ExpertFormat::q4_k, 1);
+    else if (kupl == 2)
+      FB_GEMM1_QUANT(ExpertFormat::q4_k, 2);
+    else
+      FB_GEMM1_QUANT(ExpertFormat::q4_k, 4);
+  }
+#undef FB_GEMM1_QUANT
+  FB_CUDA_CHECK_LAUNCH();
+}
+
 void moe_down(const ExpertWeights& w, const Q8Block* q8act, const int32_t* ids, int64_t pairs, float* acc,
               cudaStream_t stream) {
   const WArgs a = check_weights(w, false);
@@ -519,22 +670,22 @@ void moe_down(const ExpertWeights& w, const Q8Block* q8act, const int32_t* ids, 
 void moe_gemm2_silu(const ExpertWeights& w, const __nv_bfloat16* h, const int32_t* ids, const float* weights,
                     int64_t tokens, int slots, __nv_bfloat16* y, cudaStream_t stream) {
   const WArgs a = check_weights(w, true);
-  const int64_t P = tokens * slots;
-  require(tokens >= 1 && slots >= 1 && P * w.k <= 32768, "gemm2: need tokens * slots * k <= 32768");
+  require(tokens >= 1 && slots >= 1 && slots * w.k <= 32768, "gemm2: need slots * k <= 32768");
   require(h && aligned(h, 16) && ids && weights && y, "gemm2: null or misaligned pointer");
   const int L = lanes_per_row(w.k);
-  const int64_t tasks = tokens * w.n, per_block = int64_t{kWarps} * (32 / L);
-  const int64_t blocks = (tasks + per_block - 1) / per_block;
-  const int grid = static_cast<int>(blocks < grid_cap() ? blocks : grid_cap());
-  const size_t smem = static_cast<size_t>(P * (w.k / 32)) * sizeof(Q8Block);
-  // <= 48 KB of dynamic shared memory (the P * k <= 32768 limit): no opt-in attribute needed, so
+  const int64_t rows_per_block = int64_t{kWarps} * (32 / L);
+  const int64_t tiles = (w.n + rows_per_block - 1) / rows_per_block;
+  require(tokens * tiles < (int64_t{1} << 31), "gemm2: too many tokens");
+  const auto grid = static_cast<unsigned>(tokens * tiles);
+  const size_t smem = static_cast<size_t>(slots * (w.k / 32)) * sizeof(Q8Block);
+  // <= 48 KB of dynamic shared memory (the slots * k <= 32768 limit): no opt-in attribute needed, so
   // nothing but the launch happens here (safe inside a stream capture).
   if (w.format == ExpertFormat::sym_int4) {
     gemm2_silu_kernel<ExpertFormat::sym_int4>
-        <<<grid, kWarps * 32, smem, stream>>>(a, h, ids, weights, tokens, slots, y, L);
+        <<<grid, kWarps * 32, smem, stream>>>(a, h, ids, weights, slots, static_cast<unsigned>(tiles), y, L);
   } else {
     gemm2_silu_kernel<ExpertFormat::q4_k>
-        <<<grid, kWarps * 32, smem, stream>>>(a, h, ids, weights, tokens, slots, y, L);
+        <<<grid, kWarps * 32, smem, stream>>>(a, h, ids, weights, slots, static_cast<unsigned>(tiles), y, L);
   }
   FB_CUDA_CHECK_LAUNCH();
 }

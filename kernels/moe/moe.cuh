@@ -12,8 +12,9 @@
 //
 // Fusions and twins (bit-exact: the same per-(pair, row) device dot — lanes over 32-weight units, a
 // fixed xor reduction — and the same rounding points):
-//   GEMM1 fused: one launch over each expert's [gate; up] rows  vs  a gate launch and an up launch
-//     writing the two column halves of the same buffer.
+//   GEMM1 fused: one launch over each expert's [gate; up] rows, quantizing x itself (moe_gemm1_quant)
+//     vs  moe_quantize_q8, then a gate launch and an up launch (moe_gemm1) writing the two column
+//     halves of the same buffer.
 //   GEMM2 fused: silu(gate) * up rounded to bf16 and quantized in shared memory, the down matvec,
 //     bf16(acc * w_s) per slot summed in fp32 in slot order, one bf16 store  vs
 //     moe_silu_mul -> moe_quantize_q8 -> moe_down (fp32 per pair) -> moe_weighted_sum.
@@ -53,9 +54,15 @@ void moe_router(const __nv_bfloat16* x, const float* w_router, const float* w_sh
 void moe_gemm1(const ExpertWeights& w, const Q8Block* q8x, const int32_t* ids, int64_t tokens, int slots,
                __nv_bfloat16* out, int64_t ldo, int64_t col0, cudaStream_t stream);
 
+// GEMM1 with the activation quantize folded in (the decode path): x [tokens][w.k] bf16, 16-byte
+// aligned; each block quantizes the token rows it needs into shared memory. Same output as
+// moe_quantize_q8 + moe_gemm1, bit for bit.
+void moe_gemm1_quant(const ExpertWeights& w, const __nv_bfloat16* x, const int32_t* ids, int64_t tokens,
+                     int slots, __nv_bfloat16* out, int64_t ldo, int64_t col0, cudaStream_t stream);
+
 // GEMM2 with SiLU, routing weight and the slot sum fused: h [P][2 * w.k] = [gate | up] from GEMM1;
-// y [T][w.n] bf16. w.k % 256 == 0, w.k <= 1024, P * w.k <= 32768 (the activations live in shared
-// memory).
+// y [T][w.n] bf16. w.k % 256 == 0, w.k <= 1024, slots * w.k <= 32768 (one token's activations live in
+// shared memory).
 void moe_gemm2_silu(const ExpertWeights& w, const __nv_bfloat16* h, const int32_t* ids, const float* weights,
                     int64_t tokens, int slots, __nv_bfloat16* y, cudaStream_t stream);
 

@@ -39,6 +39,14 @@ TEST(MoeApi, Gemm1RejectsBadWeights) {
   EXPECT_THROW(moe_gemm1(w, q8, ids, 1, 9, out, 1024, 0, nullptr), std::invalid_argument);
   EXPECT_THROW(moe_gemm1(good(), q8, ids, 1, 9, out, 1024, 512, nullptr), std::invalid_argument);  // ldo
   EXPECT_THROW(moe_gemm1(good(), q8, nullptr, 1, 9, out, 1024, 0, nullptr), std::invalid_argument);
+  auto* x = ptr<__nv_bfloat16>(256);
+  w = good();
+  w.k = 1000;
+  EXPECT_THROW(moe_gemm1_quant(w, x, ids, 1, 9, out, 1024, 0, nullptr), std::invalid_argument);
+  EXPECT_THROW(moe_gemm1_quant(good(), ptr<__nv_bfloat16>(258), ids, 1, 9, out, 1024, 0, nullptr),
+               std::invalid_argument);  // x not 16-byte aligned
+  EXPECT_THROW(moe_gemm1_quant(good(), x, ids, 1, 9, out, 1024, 512, nullptr), std::invalid_argument);
+  EXPECT_THROW(moe_gemm1_quant(good(), x, nullptr, 1, 9, out, 1024, 0, nullptr), std::invalid_argument);
 }
 
 TEST(MoeApi, Gemm2Limits) {
@@ -48,9 +56,9 @@ TEST(MoeApi, Gemm2Limits) {
                               ptr<__nv_bfloat16>(256), nullptr),
                std::invalid_argument);
   w.k = 512;
-  EXPECT_THROW(moe_gemm2_silu(w, ptr<__nv_bfloat16>(256), ptr<int32_t>(256), ptr<float>(256), 8, 9,
+  EXPECT_THROW(moe_gemm2_silu(w, ptr<__nv_bfloat16>(256), ptr<int32_t>(256), ptr<float>(256), 1, 72,
                               ptr<__nv_bfloat16>(256), nullptr),
-               std::invalid_argument);  // 72 pairs x 512 > 32768 activations in shared memory
+               std::invalid_argument);  // one token's 72 slots x 512 > 32768 activations in shared memory
 }
 
 TEST(MoeApi, RouterAndHelpers) {

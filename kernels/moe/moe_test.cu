@@ -172,6 +172,13 @@ TEST_P(MoeChainTest, FusedMatchesTwinAndTruth) {
   cuda::moe_gemm1(up.view(), q8x.get(), dids.get(), T, slots, h2.get(), 2 * kInter, kInter, nullptr);
   const auto hv = h.read("gemm1 " + what);
   test::expect_bit_exact(hv, h2.read("gemm1 split " + what), "GEMM1 fused vs gate+up " + what);
+  // The decode GEMM1 that quantizes x itself, over [gate; up] and over the split halves.
+  Bf16Buf h3(P * 2 * kInter), h4(P * 2 * kInter);
+  cuda::moe_gemm1_quant(w13.view(), dx.get(), dids.get(), T, slots, h3.get(), 2 * kInter, 0, nullptr);
+  cuda::moe_gemm1_quant(gate.view(), dx.get(), dids.get(), T, slots, h4.get(), 2 * kInter, 0, nullptr);
+  cuda::moe_gemm1_quant(up.view(), dx.get(), dids.get(), T, slots, h4.get(), 2 * kInter, kInter, nullptr);
+  test::expect_bit_exact(hv, h3.read("gemm1 quant " + what), "GEMM1 quant-folded vs quantize+GEMM1 " + what);
+  test::expect_bit_exact(hv, h4.read("gemm1 quant split " + what), "GEMM1 quant-folded gate+up " + what);
   {
     std::vector<Q8Block> q8(static_cast<size_t>(T * kHidden / 32));
     const auto bits = test::to_bits(x);
@@ -204,7 +211,7 @@ TEST_P(MoeChainTest, FusedMatchesTwinAndTruth) {
   EXPECT_GE(d.cosine, 0.9999) << "GEMM2 vs fp64 " << what << ": " << d.str(want, yv);
 }
 
-// The decode chain router -> quantize -> GEMM1 -> GEMM2 reads the expert ids and weights the router
+// The decode chain router -> GEMM1 (quantize folded) -> GEMM2 reads the expert ids and weights the router
 // wrote on the device: captured once in a CUDA graph and replayed, it equals the direct chain run
 // with the host (fp64) routing uploaded — which also checks that the router's picks feed the GEMMs.
 TEST(MoeChainGraph, DeviceRoutedReplayEqualsHostRouted) {
@@ -236,8 +243,7 @@ TEST(MoeChainGraph, DeviceRoutedReplayEqualsHostRouted) {
   FB_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
   cuda::moe_router(dx.get(), dwr.get(), dws.get(), T, kHidden, E, k, logits.get(), ids_dev.get(), w_dev.get(),
                    s);
-  cuda::moe_quantize_q8(dx.get(), T, kHidden, q8x.get(), s);
-  cuda::moe_gemm1(w13.view(), q8x.get(), ids_dev.get(), T, slots, h_dev.get(), 2 * kInter, 0, s);
+  cuda::moe_gemm1_quant(w13.view(), dx.get(), ids_dev.get(), T, slots, h_dev.get(), 2 * kInter, 0, s);
   cuda::moe_gemm2_silu(w2.view(), h_dev.get(), ids_dev.get(), w_dev.get(), T, slots, y_dev.get(), s);
   FB_CUDA_CHECK(cudaStreamEndCapture(s, &g));
   FB_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
@@ -269,6 +275,11 @@ TEST(MoeGemm, BadExpertIdGivesNaN) {
   const auto hv = h.read("bad id");
   EXPECT_TRUE(std::isfinite(hv[0]));
   EXPECT_TRUE(std::isnan(hv[2 * kInter]));
+  Bf16Buf h2(2 * 2 * kInter);
+  cuda::moe_gemm1_quant(w13.view(), dx.get(), ids.get(), 1, 2, h2.get(), 2 * kInter, 0, nullptr);
+  const auto hv2 = h2.read("bad id, quant-folded");
+  EXPECT_EQ(hv2[0], hv[0]);
+  EXPECT_TRUE(std::isnan(hv2[2 * kInter]));
 }
 
 INSTANTIATE_TEST_SUITE_P(Moe, MoeChainTest,

@@ -4,7 +4,8 @@
 //   moe_router: router logits (F32 weights) -> top-k -> softmax, plus the shared gate. Output: the
 //               dense [T][E + 1] gate matrix (a wrong pick shows as two large errors).
 //   moe_gemm1:  [gate | up] per (token, slot) pair, W4A8; fused = one launch over each expert's
-//               [gate; up] rows, unfused = a gate and an up launch. Output h [P][2 * inter].
+//               [gate; up] rows that quantizes x itself, unfused = quantize, a gate and an up
+//               launch. Output h [P][2 * inter].
 //   moe_gemm2:  silu(gate) * up, down projection, routing weight and the slot sum; fused = one
 //               kernel, unfused = silu_mul, quantize, down, weighted-sum kernels. Output y [T][hidden].
 // Layouts: "sym_int4" (executorch fused_moe: u = q + 8, bf16 scale per 32) and "ggml" (Q4_K blocks
@@ -269,10 +270,10 @@ class MoeCase final : public KernelCase {
                          static_cast<int>(m_k), m_d_logits.get(), ids, w, stream);
         return;
       case Op::gemm1:
-        cuda::moe_quantize_q8(x, m_T, m_H, m_d_q8.get(), stream);
-        if (m_dev.size() == 1) {
-          cuda::moe_gemm1(m_dev[0].view, m_d_q8.get(), ids, m_T, slots, out, m_n, 0, stream);
+        if (m_dev.size() == 1) {  // fused: the activation quantize is folded into the one launch
+          cuda::moe_gemm1_quant(m_dev[0].view, x, ids, m_T, slots, out, m_n, 0, stream);
         } else {
+          cuda::moe_quantize_q8(x, m_T, m_H, m_d_q8.get(), stream);
           cuda::moe_gemm1(m_dev[0].view, m_d_q8.get(), ids, m_T, slots, out, m_n, 0, stream);
           cuda::moe_gemm1(m_dev[1].view, m_d_q8.get(), ids, m_T, slots, out, m_n, m_I, stream);
         }
