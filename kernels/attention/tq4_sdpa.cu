@@ -116,9 +116,14 @@ __global__ void tq4_compress_kernel(const __nv_bfloat16* __restrict__ k, const _
 
 constexpr int kRotRows = 16, kRotVecs = 32, kRotK = 32;
 
-__device__ __forceinline__ float load_as_float(const float* p) { return *p; }
+// Loads of data a kernel's PDL predecessor writes (q_rot, the partials, out_rot) are coherent L2
+// loads (ld.global.cg): `const __restrict__` would let them become ld.global.nc, whose contract is
+// "read-only for the whole kernel", which a PDL dependent breaks (it starts while the predecessor
+// still writes); on the H200 the decode chain then read stale q_rot/partials (fused vs unfused
+// steps differed at ctx 300 until launches were serialized).
+__device__ __forceinline__ float load_as_float(const float* p) { return __ldcg(p); }
 __device__ __forceinline__ float load_as_float(const __nv_bfloat16* p) {
-  return bf16_to_fp32(*reinterpret_cast<const uint16_t*>(p));
+  return bf16_to_fp32(__ldcg(reinterpret_cast<const unsigned short*>(p)));
 }
 __device__ __forceinline__ void store_from_float(float* p, float x) { *p = x; }
 __device__ __forceinline__ void store_from_float(__nv_bfloat16* p, float x) {
@@ -293,15 +298,15 @@ __global__ void __launch_bounds__(128)
   decode_split_plan(kv_len, max_splits, splits, chunk);
   const float2* ml = part_ml + row * max_splits;
   float m = -INFINITY;
-  for (int s = 0; s < splits; ++s) m = fmaxf(m, ml[s].x);
+  for (int s = 0; s < splits; ++s) m = fmaxf(m, __ldcg(ml + s).x);
   float l = 0.0f, o = 0.0f;
   if (m != -INFINITY) {
 #pragma unroll 4
     for (int s = 0; s < splits; ++s) {
-      const float2 e = ml[s];
+      const float2 e = __ldcg(ml + s);
       const float w = e.x == -INFINITY ? 0.0f : exp2f(e.x - m);
       l = fmaf(w, e.y, l);
-      o = fmaf(w, part_o[(row * max_splits + s) * kD + dim], o);
+      o = fmaf(w, __ldcg(part_o + (row * max_splits + s) * kD + dim), o);
     }
   }
   out_rot[row * kD + dim] = l > 0.0f ? o / l : 0.0f;
@@ -387,7 +392,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int h = 0; h < kG; ++h) {
 #pragma unroll
       for (int i = 0; i < kLaneDims; i += 4) {
-        const float4 f = *reinterpret_cast<const float4*>(qb + h * kD + i);
+        const float4 f = __ldcg(reinterpret_cast<const float4*>(qb + h * kD + i));
         q[h][i] = f.x * scale_log2e;
         q[h][i + 1] = f.y * scale_log2e;
         q[h][i + 2] = f.z * scale_log2e;
@@ -633,7 +638,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   float amax = 0.0f;
 #pragma unroll
   for (int r = 0; r < kG * kD / 4 / kThreads; ++r) {
-    const float4 f = reinterpret_cast<const float4*>(qb)[tid + r * kThreads];
+    const float4 f = __ldcg(reinterpret_cast<const float4*>(qb) + tid + r * kThreads);
     amax = fmaxf(amax, fmaxf(fmaxf(fabsf(f.x), fabsf(f.y)), fmaxf(fabsf(f.z), fabsf(f.w))));
   }
   amax = warp_max(amax);
@@ -655,7 +660,7 @@ __global__ void __launch_bounds__(kThreads, 4)
     const int kk = e / 32, ln = e % 32;
     const int gg = ln >> 2, tt = ln & 3;
     const int byte = (kk >> 3) * 64 + tt * 16 + 2 * (kk & 7);
-    const float4 f = *reinterpret_cast<const float4*>(qb + gg * kD + 2 * byte);
+    const float4 f = __ldcg(reinterpret_cast<const float4*>(qb + gg * kD + 2 * byte));
     uint32_t h0, h1, h2, h3, l0, l1, l2, l3;
     split_f16(f.x * qmul, h0, l0);
     split_f16(f.y * qmul, h1, l1);

@@ -502,6 +502,59 @@ TEST(Tq4SdpaGpu, GraphReplayReadsPositionAndKvLenFromDevice) {
   for (const char* path : kDecodePaths) graph_replay_case(path);
 }
 
+// Decode calls back to back on one workspace (as the whole step does, one full layer after another):
+// each call's PDL chain must read its own q_rot and partials, never the previous call's. Every
+// output must equal, bit for bit, the same call run alone. On the H200 a chain that read the PDL
+// predecessor's output through the non-coherent path failed this way inside the whole step.
+void back_to_back_case(const char* path) {
+  DecodePathScope scope(path);
+  const auto& tb = tables();
+  const int n_kv = 4, n_q = 32, kCalls = 6;
+  const int64_t cap = 512, len = 301;  // 5 splits, the last one partial
+  Cache c = synthetic_cache(n_kv, cap, len, 41);
+  auto dlen = upload(std::vector<int32_t>{static_cast<int32_t>(len)});
+  std::vector<DeviceBuffer<uint16_t>> dq, dout;
+  for (int i = 0; i < kCalls; ++i) {
+    dq.push_back(upload(random_bf16(n_q * kD, 0.5f + 0.25f * i, 42, i)));
+    dout.emplace_back(n_q * kD);
+  }
+  const size_t ws_bytes = fb::cuda::tq4_sdpa_workspace_bytes(1, n_q, c.view());
+  DeviceBuffer<float> ws((ws_bytes + 3) / 4);
+  fb::Stream stream;
+  auto call = [&](int i) {
+    fb::cuda::tq4_sdpa(reinterpret_cast<const __nv_bfloat16*>(dq[i].get()), 1, n_q, dlen.get(), 1.0f, c.view(),
+                       tb.view(), ws.get(), ws_bytes, reinterpret_cast<__nv_bfloat16*>(dout[i].get()),
+                       stream.get());
+  };
+  std::vector<std::vector<uint16_t>> alone;
+  for (int i = 0; i < kCalls; ++i) {
+    call(i);
+    stream.synchronize();
+    alone.push_back(download(dout[i], n_q * kD));
+  }
+  for (int rep = 0; rep < 20; ++rep) {
+    for (int i = 0; i < kCalls; ++i) FB_CUDA_CHECK(cudaMemset(dout[i].get(), 0xFF, n_q * kD * 2));
+    for (int i = 0; i < kCalls; ++i) call(i);
+    stream.synchronize();
+    for (int i = 0; i < kCalls; ++i) {
+      const auto got = download(dout[i], n_q * kD);
+      size_t diff = 0, first = 0;
+      for (size_t e = 0; e < got.size(); ++e)
+        if (got[e] != alone[i][e] && diff++ == 0) first = e;
+      ASSERT_EQ(diff, 0u) << "path " << path << ", repetition " << rep << ", call " << i << " of " << kCalls
+                          << " back to back on one workspace: " << diff << " of " << got.size()
+                          << " outputs differ from the call run alone, first at " << first
+                          << "; repro: FB_TQ4_DECODE_PATH=" << path
+                          << " fb_tq4_sdpa_gpu_test --gtest_filter=Tq4SdpaGpu.BackToBackCallsShareAWorkspace";
+    }
+  }
+}
+
+TEST(Tq4SdpaGpu, BackToBackCallsShareAWorkspace) {
+  SKIP_WITHOUT_DEVICE();
+  for (const char* path : kDecodePaths) back_to_back_case(path);
+}
+
 TEST(Tq4SdpaGpu, LongContextDecode) {
   SKIP_WITHOUT_DEVICE();
   // The scenario's largest context: 128 splits of 1024 keys (16 full 64-key tiles each); then one

@@ -479,10 +479,12 @@ __global__ void __launch_bounds__(kWarps2 * 32, kMinBlocks2<M, R, U>)
   uint4* s_o = s_act + total;
   uint4* s_m = s_act + 2 * total;
   for (int64_t i = threadIdx.x; i < total; i += blockDim.x) {
+    // Coherent loads: q8 is the PDL predecessor's output, which ld.global.nc (__ldg) may not see
+    // (its contract is data read-only for the kernel's lifetime; see tq4_sdpa.cu load_as_float).
     const uint4* p = reinterpret_cast<const uint4*>(q8 + i);
-    s_e[i] = __ldg(p);
-    s_o[i] = __ldg(p + 1);
-    s_m[i] = __ldg(p + 2);
+    s_e[i] = __ldcg(p);
+    s_o[i] = __ldcg(p + 1);
+    s_m[i] = __ldcg(p + 2);
   }
   if (threadIdx.x == 0) s_next = kWarps2;
   __syncthreads();
