@@ -1,6 +1,7 @@
 // On a real GPU: the facts are plausible and the baselines land where a Hopper-class part should.
 // The floors (100 GB/s copy, 50 TFLOP/s bf16) are far below any sm_90 part, so a failure means the
 // measurement is broken (wrong byte count, zeros, a sync missing), not a slow card.
+#include <cstdlib>
 #include <gtest/gtest.h>
 
 #include "harness/device/device_info.h"
@@ -48,8 +49,12 @@ TEST_F(DeviceGpu, BaselinesArePlausible) {
   std::printf("copy %.0f GB/s (theoretical %.0f), bf16 GEMM %.0f TFLOP/s; throttled %zu/%zu, %zu/%zu\n",
               b.copy_gbps, d.theoretical_dram_gbps, b.bf16_gemm_tflops, b.copy.summary.throttled,
               b.copy.samples.size(), b.gemm.summary.throttled, b.gemm.samples.size());
-  EXPECT_GT(b.copy_gbps, 100.0);
-  EXPECT_GT(b.bf16_gemm_tflops, 50.0);
+  // Under compute-sanitizer (FUSEBENCH_UNDER_SANITIZER, set by scripts/gpu-sanitize) the rates are
+  // those of instrumented kernels: only the upper (datasheet) bound still means something.
+  if (std::getenv("FUSEBENCH_UNDER_SANITIZER") == nullptr) {
+    EXPECT_GT(b.copy_gbps, 100.0);
+    EXPECT_GT(b.bf16_gemm_tflops, 50.0);
+  }
   // Above the datasheet means the byte count or the timing is wrong.
   if (d.theoretical_dram_gbps > 0) {
     EXPECT_LT(b.copy_gbps, 1.05 * d.theoretical_dram_gbps);

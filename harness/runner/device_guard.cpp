@@ -28,9 +28,17 @@ std::optional<uint64_t> env_u64(const char* name) {
 
 }  // namespace
 
+// GiB as the contract's message has it, but a tiny case or an almost full device would read
+// "0.0 GiB": below a tenth of a GiB the size is given in MiB, below a tenth of a MiB in bytes.
+std::string readable_size(uint64_t bytes) {
+  if (bytes >= kGiB / 10) return fmt::format("{:.1f} GiB", bytes / kGiB);
+  if (bytes >= (1 << 20) / 10) return fmt::format("{:.1f} MiB", bytes / double(1 << 20));
+  return fmt::format("{} byte{}", bytes, bytes == 1 ? "" : "s");
+}
+
 std::string device_memory_shortfall(uint64_t needed, uint64_t free_bytes) {
   if (needed <= free_bytes) return {};
-  return fmt::format("needs {:.1f} GiB of device memory, {:.1f} GiB free", needed / kGiB, free_bytes / kGiB);
+  return fmt::format("needs {} of device memory, {} free", readable_size(needed), readable_size(free_bytes));
 }
 
 std::optional<uint64_t> device_free_bytes() {

@@ -1,5 +1,6 @@
 // The CUDA timers against a kernel of known duration: it sleeps until the global timer has advanced
 // by a set amount, so the right answer is known without trusting any other clock.
+#include <cstdlib>
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -57,10 +58,17 @@ class CudaTiming : public ::testing::Test {
   }
 };
 
+// Under compute-sanitizer (scripts/gpu-sanitize sets FUSEBENCH_UNDER_SANITIZER) every launch is
+// instrumented and 10-100x slower: the timing paths still run and are checked for device errors,
+// but bounds on the measured durations cannot hold.
+bool under_sanitizer() { return std::getenv("FUSEBENCH_UNDER_SANITIZER") != nullptr; }
+
 void expect_sleep_timing(const Timing& t, double expect_ms) {
   EXPECT_GE(t.samples.size(), 20u);
-  EXPECT_GE(t.summary.median_ms, 0.9 * expect_ms);
-  EXPECT_LE(t.summary.median_ms, 1.5 * expect_ms);
+  if (!under_sanitizer()) {
+    EXPECT_GE(t.summary.median_ms, 0.9 * expect_ms);
+    EXPECT_LE(t.summary.median_ms, 1.5 * expect_ms);
+  }
   EXPECT_GE(t.summary.p25_ms, 0.0);
   EXPECT_LE(t.summary.p25_ms, t.summary.median_ms);
   EXPECT_LE(t.summary.median_ms, t.summary.p75_ms);
@@ -104,6 +112,7 @@ TEST_F(CudaTiming, ColdIsSlowerThanHotForAnL2SizedRead) {
   cold.cold = true;
   const Timing th = time_cuda(launch, stream.get(), hot);
   const Timing tc = time_cuda(launch, stream.get(), cold);
+  if (under_sanitizer()) return;  // durations mean nothing under instrumentation
   EXPECT_LT(th.summary.median_ms, 0.9 * tc.summary.median_ms)
       << "hot " << th.summary.median_ms << " ms vs cold " << tc.summary.median_ms << " ms for " << bytes
       << " bytes: the L2 flush does not seem to evict the buffer";
