@@ -237,7 +237,11 @@ def plots(outdir, steps, ctx_rows, kernels, shares, bshare):
     data = shares or bshare
     if data:
         if shares:
-            grp = shares[0]["group"]
+            # The group with the most kernels: a whole step, not a one-kernel case (which is 100 %).
+            counts = {}
+            for r in shares:
+                counts[r["group"]] = counts.get(r["group"], 0) + 1
+            grp = max(counts, key=lambda g: (counts[g], -list(counts).index(g)))
             items = [(f"{r['range']}: {r['kernel']}"[:60], r["share_pct"]) for r in shares if r["group"] == grp]
             title = f"Per-kernel share (CUPTI profile): {grp}"
         else:
@@ -261,7 +265,9 @@ def plots(outdir, steps, ctx_rows, kernels, shares, bshare):
         labels = [f"{r['kernel']} {r['instance'] or ''} T={r['tokens']}" + (f" ctx={r['context']}" if r["context"] else "") for r in ks]
         fig, ax = plt.subplots(figsize=(9, 0.28 * len(ks) + 1.5))
         colors = ["#55a868" if r["speedup"] >= 1 else "#c44e52" for r in ks]
-        ax.barh(range(len(ks)), [r["speedup"] for r in ks], color=colors)
+        # Bars grow from 1x (parity), left for slower, right for faster: a bar from the axis edge
+        # would make a 0.6x kernel look like a small speed-up on the log scale.
+        ax.barh(range(len(ks)), [r["speedup"] - 1.0 for r in ks], left=1.0, color=colors)
         ax.set_yticks(range(len(ks)))
         ax.set_yticklabels(labels, fontsize=6)
         ax.axvline(1.0, color="black", lw=0.8)

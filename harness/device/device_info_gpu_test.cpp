@@ -1,8 +1,9 @@
 // On a real GPU: the facts are plausible and the baselines land where a Hopper-class part should.
 // The floors (100 GB/s copy, 50 TFLOP/s bf16) are far below any sm_90 part, so a failure means the
 // measurement is broken (wrong byte count, zeros, a sync missing), not a slow card.
-#include <cstdlib>
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 
 #include "harness/device/device_info.h"
 #include "kernels/common/cuda_check.h"

@@ -10,16 +10,23 @@ namespace fb::profile {
 
 std::string short_kernel_name(const std::string& demangled) {
   std::string s = demangled;
+  // Kernels in an unnamed namespace demangle as "ns::(anonymous namespace)::k(...)": that '(' is not
+  // the argument list, and the qualifier says nothing in a table.
+  static const std::string kAnon = "(anonymous namespace)::";
+  for (size_t at; (at = s.find(kAnon)) != std::string::npos;) s.erase(at, kAnon.size());
   // Drop the argument list: the last top-level '(' (templates may hold parentheses too).
-  int depth = 0;
+  int depth = 0, parens = 0;
+  size_t args = std::string::npos;
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '<') ++depth;
     if (s[i] == '>') --depth;
-    if (s[i] == '(' && depth == 0 && i > 0) {
-      s.resize(i);
-      break;
+    if (s[i] == '(') {
+      if (depth == 0 && parens == 0 && i > 0) args = i;
+      ++parens;
     }
+    if (s[i] == ')') --parens;
   }
+  if (args != std::string::npos) s.resize(args);
   if (s.rfind("void ", 0) == 0) s = s.substr(5);
   return s;
 }

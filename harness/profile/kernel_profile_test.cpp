@@ -74,6 +74,11 @@ TEST(KernelProfile, WithoutNvtxEveryGroupedKernelCounts) {
 TEST(KernelProfile, ShortNames) {
   EXPECT_EQ(short_kernel_name("void fb::k<(int)4, true>(float const*, int)"), "fb::k<(int)4, true>");
   EXPECT_EQ(short_kernel_name("plain_c_kernel"), "plain_c_kernel");
+  // The H200 profile of 2026-11-22 showed every kernel as "fb::cuda::": the unnamed namespace's '('
+  // was taken for the argument list.
+  EXPECT_EQ(short_kernel_name("void fb::cuda::(anonymous namespace)::swa_decode<256>(fb::cuda::P const&)"),
+            "fb::cuda::swa_decode<256>");
+  EXPECT_EQ(short_kernel_name("void k(void (*)(int), float)"), "k");
 }
 
 }  // namespace

@@ -17,7 +17,8 @@ TEST(DeviceGuard, ShortfallNamesNeededAndFree) {
   EXPECT_EQ(device_memory_shortfall(80 * kGiB + kGiB / 2, 12 * kGiB + kGiB / 4),
             "needs 80.5 GiB of device memory, 12.2 GiB free");
   // Small sizes stay readable instead of "0.0 GiB".
-  EXPECT_EQ(device_memory_shortfall(3 * (uint64_t{1} << 20), 1), "needs 3.0 MiB of device memory, 1 byte free");
+  EXPECT_EQ(device_memory_shortfall(3 * (uint64_t{1} << 20), 1),
+            "needs 3.0 MiB of device memory, 1 byte free");
   EXPECT_EQ(device_memory_shortfall(kGiB, 5000), "needs 1.0 GiB of device memory, 5000 bytes free");
 }
 

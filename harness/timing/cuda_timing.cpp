@@ -4,8 +4,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -131,7 +131,8 @@ int current_device() {
 // few samples, the cost of appending an empty spin launch (subtracted, so small kernels are not
 // slowed by more than asked unless that cost alone exceeds it), and the spin rate.
 template <class Enqueue>
-long long injected_spin_cycles(const Enqueue& enqueue, cudaStream_t stream, HostGate* gate, L2Flusher* flusher) {
+long long injected_spin_cycles(const Enqueue& enqueue, cudaStream_t stream, HostGate* gate,
+                               L2Flusher* flusher) {
   const auto fraction = injected_slowdown_fraction();
   if (!fraction) return -1;
   Event start, stop;

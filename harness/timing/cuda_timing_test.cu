@@ -1,9 +1,9 @@
 // The CUDA timers against a kernel of known duration: it sleeps until the global timer has advanced
 // by a set amount, so the right answer is known without trusting any other clock.
-#include <cstdlib>
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 
 #include <cuda_runtime_api.h>

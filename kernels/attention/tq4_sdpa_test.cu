@@ -522,9 +522,9 @@ void back_to_back_case(const char* path) {
   DeviceBuffer<float> ws((ws_bytes + 3) / 4);
   fb::Stream stream;
   auto call = [&](int i) {
-    fb::cuda::tq4_sdpa(reinterpret_cast<const __nv_bfloat16*>(dq[i].get()), 1, n_q, dlen.get(), 1.0f, c.view(),
-                       tb.view(), ws.get(), ws_bytes, reinterpret_cast<__nv_bfloat16*>(dout[i].get()),
-                       stream.get());
+    fb::cuda::tq4_sdpa(reinterpret_cast<const __nv_bfloat16*>(dq[i].get()), 1, n_q, dlen.get(), 1.0f,
+                       c.view(), tb.view(), ws.get(), ws_bytes,
+                       reinterpret_cast<__nv_bfloat16*>(dout[i].get()), stream.get());
   };
   std::vector<std::vector<uint16_t>> alone;
   for (int i = 0; i < kCalls; ++i) {
