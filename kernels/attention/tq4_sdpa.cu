@@ -119,8 +119,9 @@ constexpr int kRotRows = 16, kRotVecs = 32, kRotK = 32;
 // Loads of data a kernel's PDL predecessor writes (q_rot, the partials, out_rot) are coherent L2
 // loads (ld.global.cg): `const __restrict__` would let them become ld.global.nc, whose contract is
 // "read-only for the whole kernel", which a PDL dependent breaks (it starts while the predecessor
-// still writes); on the H200 the decode chain then read stale q_rot/partials (fused vs unfused
-// steps differed at ctx 300 until launches were serialized).
+// still writes). Seen on the H200 with nc loads: the gemma step's fused and unfused runs differed
+// at ctx 300 (identical with CUDA_LAUNCH_BLOCKING=1, which removes the overlap); with these loads
+// they are bit-exact.
 __device__ __forceinline__ float load_as_float(const float* p) { return __ldcg(p); }
 __device__ __forceinline__ float load_as_float(const __nv_bfloat16* p) {
   return bf16_to_fp32(__ldcg(reinterpret_cast<const unsigned short*>(p)));
