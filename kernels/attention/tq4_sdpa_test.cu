@@ -504,8 +504,9 @@ TEST(Tq4SdpaGpu, GraphReplayReadsPositionAndKvLenFromDevice) {
 
 // Decode calls back to back on one workspace (as the whole step does, one full layer after another):
 // each call's PDL chain must read its own q_rot and partials, never the previous call's. Every
-// output must equal, bit for bit, the same call run alone. On the H200 a chain that read the PDL
-// predecessor's output through the non-coherent path failed this way inside the whole step.
+// output must equal, bit for bit, the same call run alone. Written after the whole step's fused and
+// unfused runs disagreed on the H200 while the chain read its predecessors' output through
+// ld.global.nc (passes with the coherent loads; not run against the old loads).
 void back_to_back_case(const char* path) {
   DecodePathScope scope(path);
   const auto& tb = tables();
