@@ -616,6 +616,16 @@ void moe_gemm1(const ExpertWeights& w, const Q8Block* q8x, const int32_t* ids, i
                                             stream);
 }
 
+namespace {
+// The GEMM1-with-quantize instantiation for units per lane 1, 2 or 4 (kupl).
+template <ExpertFormat F>
+auto gemm1_quant_fn(int kupl) {
+  return kupl == 1   ? &gemm1_quant_kernel<F, 1>
+         : kupl == 2 ? &gemm1_quant_kernel<F, 2>
+                     : &gemm1_quant_kernel<F, 4>;
+}
+}  // namespace
+
 void moe_gemm1_quant(const ExpertWeights& w, const __nv_bfloat16* x, const int32_t* ids, int64_t tokens,
                      int slots, __nv_bfloat16* out, int64_t ldo, int64_t col0, cudaStream_t stream) {
   const WArgs a = check_weights(w, false);
@@ -636,24 +646,10 @@ void moe_gemm1_quant(const ExpertWeights& w, const __nv_bfloat16* x, const int32
   const auto grid = static_cast<unsigned>(blocks);
   const auto up = static_cast<unsigned>(pairs), us = static_cast<unsigned>(slots),
              ut = static_cast<unsigned>(tiles);
-#define FB_GEMM1_QUANT(FMT, UPL) \
-  gemm1_quant_kernel<FMT, UPL><<<grid, kWarps * 32, smem, stream>>>(a, x, ids, up, us, ut, L, out, ldo, col0)
-  if (w.format == ExpertFormat::sym_int4) {
-    if (kupl == 1)
-      FB_GEMM1_QUANT(ExpertFormat::sym_int4, 1);
-    else if (kupl == 2)
-      FB_GEMM1_QUANT(ExpertFormat::sym_int4, 2);
-    else
-      FB_GEMM1_QUANT(ExpertFormat::sym_int4, 4);
-  } else {
-    if (kupl == 1)
-      FB_GEMM1_QUANT(ExpertFormat::q4_k, 1);
-    else if (kupl == 2)
-      FB_GEMM1_QUANT(ExpertFormat::q4_k, 2);
-    else
-      FB_GEMM1_QUANT(ExpertFormat::q4_k, 4);
-  }
-#undef FB_GEMM1_QUANT
+  // Every instantiation has the same parameter list: pick one, launch it once.
+  const auto kernel = w.format == ExpertFormat::sym_int4 ? gemm1_quant_fn<ExpertFormat::sym_int4>(kupl)
+                                                         : gemm1_quant_fn<ExpertFormat::q4_k>(kupl);
+  kernel<<<grid, kWarps * 32, smem, stream>>>(a, x, ids, up, us, ut, L, out, ldo, col0);
   FB_CUDA_CHECK_LAUNCH();
 }
 
