@@ -3,8 +3,6 @@
 // measurement is broken (wrong byte count, zeros, a sync missing), not a slow card.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-
 #include "harness/device/device_info.h"
 #include "kernels/common/cuda_check.h"
 
@@ -50,9 +48,9 @@ TEST_F(DeviceGpu, BaselinesArePlausible) {
   std::printf("copy %.0f GB/s (theoretical %.0f), bf16 GEMM %.0f TFLOP/s; throttled %zu/%zu, %zu/%zu\n",
               b.copy_gbps, d.theoretical_dram_gbps, b.bf16_gemm_tflops, b.copy.summary.throttled,
               b.copy.samples.size(), b.gemm.summary.throttled, b.gemm.samples.size());
-  // Under compute-sanitizer (FUSEBENCH_UNDER_SANITIZER, set by scripts/gpu-sanitize) the rates are
-  // those of instrumented kernels: only the upper (datasheet) bound still means something.
-  if (std::getenv("FUSEBENCH_UNDER_SANITIZER") == nullptr) {
+  // Under compute-sanitizer the rates are those of instrumented kernels: only the upper (datasheet)
+  // bound still means something.
+  if (!under_compute_sanitizer()) {
     EXPECT_GT(b.copy_gbps, 100.0);
     EXPECT_GT(b.bf16_gemm_tflops, 50.0);
   }

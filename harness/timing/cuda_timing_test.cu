@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <stdexcept>
 
 #include <cuda_runtime_api.h>
@@ -58,14 +57,9 @@ class CudaTiming : public ::testing::Test {
   }
 };
 
-// Under compute-sanitizer (scripts/gpu-sanitize sets FUSEBENCH_UNDER_SANITIZER) every launch is
-// instrumented and 10-100x slower: the timing paths still run and are checked for device errors,
-// but bounds on the measured durations cannot hold.
-bool under_sanitizer() { return std::getenv("FUSEBENCH_UNDER_SANITIZER") != nullptr; }
-
 void expect_sleep_timing(const Timing& t, double expect_ms) {
   EXPECT_GE(t.samples.size(), 20u);
-  if (!under_sanitizer()) {
+  if (!under_compute_sanitizer()) {
     EXPECT_GE(t.summary.median_ms, 0.9 * expect_ms);
     EXPECT_LE(t.summary.median_ms, 1.5 * expect_ms);
   }
@@ -112,7 +106,7 @@ TEST_F(CudaTiming, ColdIsSlowerThanHotForAnL2SizedRead) {
   cold.cold = true;
   const Timing th = time_cuda(launch, stream.get(), hot);
   const Timing tc = time_cuda(launch, stream.get(), cold);
-  if (under_sanitizer()) return;  // durations mean nothing under instrumentation
+  if (under_compute_sanitizer()) return;  // durations mean nothing under instrumentation
   EXPECT_LT(th.summary.median_ms, 0.9 * tc.summary.median_ms)
       << "hot " << th.summary.median_ms << " ms vs cold " << tc.summary.median_ms << " ms for " << bytes
       << " bytes: the L2 flush does not seem to evict the buffer";

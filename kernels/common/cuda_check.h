@@ -3,6 +3,7 @@
 // FB_CUDA_CHECK so a failure names the call site instead of surfacing later as a sticky error.
 // Destructors must not throw, so they only report failures (FB_CUDA_CHECK_NOEXCEPT).
 #include <cstddef>
+#include <cstdlib>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -53,6 +54,10 @@ namespace fb {
 // sm_90a only, whose code runs on compute capability 9.0 exactly. Cached after the first call;
 // never throws, so tests can call it to decide to skip.
 std::optional<std::string> cuda_device_unavailable_reason();
+
+// Set (FUSEBENCH_UNDER_SANITIZER) by scripts/gpu-sanitize: every launch runs instrumented, 10-100x
+// slower, so tests keep exercising their timing code but drop bounds on measured durations.
+inline bool under_compute_sanitizer() { return std::getenv("FUSEBENCH_UNDER_SANITIZER") != nullptr; }
 
 template <class T>
 class DeviceBuffer {
