@@ -241,7 +241,7 @@ def plots(outdir, steps, ctx_rows, kernels, shares, bshare):
             counts = {}
             for r in shares:
                 counts[r["group"]] = counts.get(r["group"], 0) + 1
-            grp = max(counts, key=lambda g: (counts[g], -list(counts).index(g)))
+            grp = max(counts, key=counts.get)  # ties: the first group, as max keeps the first
             items = [(f"{r['range']}: {r['kernel']}"[:60], r["share_pct"]) for r in shares if r["group"] == grp]
             title = f"Per-kernel share (CUPTI profile): {grp}"
         else:
