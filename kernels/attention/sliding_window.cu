@@ -849,22 +849,32 @@ void check_ptr(const void* ptr, const char* name, const char* what) {
   }
 }
 
-// Function attributes are set once per kernel and size (not per launch), so a launch inside stream
-// capture issues nothing but the launch itself.
-void ensure_attributes(const void* fn, size_t smem, bool non_portable_cluster) {
+// Function attributes are raised once per kernel and size (not per launch), so a launch inside stream
+// capture issues nothing but the launch itself. Every attribute change goes through here and the
+// dynamic shared memory limit only ever grows: the split pickers probe sizes for other windows, and a
+// probe that lowered the limit behind this cache made a later launch at a larger size fail with
+// cudaErrorInvalidValue (seen as a compute-sanitizer-only failure, where 8-CTA clusters change sizes).
+cudaError_t raise_attributes(const void* fn, size_t smem, bool non_portable_cluster) {
   static std::mutex mu;
   static std::map<const void*, std::pair<size_t, bool>> done;
   std::lock_guard<std::mutex> lock(mu);
   auto& [bytes, cluster] = done[fn];
   if (smem > bytes) {
-    FB_CUDA_CHECK(
-        cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    const cudaError_t e =
+        cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (e != cudaSuccess) return e;
     bytes = smem;
   }
   if (non_portable_cluster && !cluster) {
-    FB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+    const cudaError_t e = cudaFuncSetAttribute(fn, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    if (e != cudaSuccess) return e;
     cluster = true;
   }
+  return cudaSuccess;
+}
+
+void ensure_attributes(const void* fn, size_t smem, bool non_portable_cluster) {
+  FB_CUDA_CHECK(raise_attributes(fn, smem, non_portable_cluster));
 }
 
 // The register variant the decode runs: 2 query rows (T = 1 with group <= 2, the gemma4 decode)
@@ -905,13 +915,7 @@ int pick_splits(const SlidingWindowDims& d, int rows) {
   const bool try16 = force != nullptr && std::string(force) == "16";
   for (int splits : {16, 8}) {
     if (!try16 && splits != 8) continue;
-    if (cudaFuncSetAttribute(v.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(v.smem)) !=
-        cudaSuccess) {
-      (void)cudaGetLastError();
-      continue;
-    }
-    if (splits > 8 &&
-        cudaFuncSetAttribute(v.fn, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+    if (raise_attributes(v.fn, v.smem, splits > 8) != cudaSuccess) {
       (void)cudaGetLastError();
       continue;
     }
@@ -996,13 +1000,7 @@ int pick_staged_splits(const SlidingWindowDims& d) {
     const int cap = staged_cap(d, splits);
     const size_t smem = d.head_dim == 256 ? staged_smem_bytes<256>(cap) : staged_smem_bytes<32>(cap);
     void* fn = d.head_dim == 256 ? staged_fn<256>() : staged_fn<32>();
-    if (cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)) !=
-        cudaSuccess) {
-      (void)cudaGetLastError();
-      continue;
-    }
-    if (splits > 8 &&
-        cudaFuncSetAttribute(fn, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+    if (raise_attributes(fn, smem, splits > 8) != cudaSuccess) {
       (void)cudaGetLastError();
       continue;
     }

@@ -301,6 +301,44 @@ TEST(SlidingWindowGpu, DecodeMultiRowStreamingKernel) {
     unsetenv("FB_SWA_DECODE_MULTIROW");
 }
 
+// The split pickers size shared memory per window. Under compute-sanitizer memcheck a small window
+// probed after the gemma4 one lowered the kernel's shared-memory limit behind the launcher's cache,
+// and the next gemma4 multi-row decode failed with cudaErrorInvalidValue. Large, small, large again
+// (staged path, both kernels' row variants) must all launch and match.
+TEST(SlidingWindowGpu, WindowsOfDifferentSizesInterleaved) {
+  SKIP_WITHOUT_DEVICE();
+  const SlidingWindowShape small_window{8, 2, 256, 128};
+  run_case(Kind::decode, kGemma, 4, 3000, 0.15f, 1.0f, false, 1401);
+  run_case(Kind::decode, small_window, 2, 300, 0.15f, 1.0f, false, 1402);
+  run_case(Kind::decode, kGemma, 4, 3000, 0.15f, 1.0f, false, 1403);
+  run_case(Kind::decode, kGemma, 1, 3000, 0.15f, 1.0f, false, 1404);
+  run_case(Kind::decode, small_window, 1, 300, 0.15f, 1.0f, false, 1405);
+  run_case(Kind::decode, kGemma, 1, 3000, 0.15f, 1.0f, false, 1406);
+}
+
+// Every decode kernel instantiation (head_dim 256 and 32; 2-row and multi-row; staged and
+// register-streaming) on windows of 128 and 64 keys: the cases compute-sanitizer racecheck runs
+// (scripts/gpu-sanitize), where the gemma4-sized cases take minutes each.
+TEST(SlidingWindowGpu, EveryDecodeVariantAtSmallShapes) {
+  SKIP_WITHOUT_DEVICE();
+  const SlidingWindowShape d256{4, 2, 256, 128};
+  const char* old = std::getenv("FB_SWA_DECODE_MULTIROW");
+  const std::string saved = old ? old : "";
+  for (const char* multirow : {"staged", "stream"}) {
+    setenv("FB_SWA_DECODE_MULTIROW", multirow, 1);
+    for (int64_t pos : {0, 200}) {
+      for (int64_t T : {1, 4}) {
+        run_case(Kind::decode, d256, T, pos, 0.15f, 1.0f, T == 1, 1500 + pos * 8 + T);
+        run_case(Kind::decode, kTiny, T, pos, 0.4f, 1.0f, T == 4, 1600 + pos * 8 + T);
+      }
+    }
+  }
+  if (old)
+    setenv("FB_SWA_DECODE_MULTIROW", saved.c_str(), 1);
+  else
+    unsetenv("FB_SWA_DECODE_MULTIROW");
+}
+
 TEST(SlidingWindowGpu, PrefillTiny) {
   SKIP_WITHOUT_DEVICE();
   for (int64_t pos : {0, 30, 64, 300}) {
