@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cinttypes>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -259,68 +258,6 @@ void check_one(const Case& c, uint64_t base, uint64_t seed, const std::vector<ui
                 << ")\n  source block bytes: " << bytes.str() << "\n  " << reproducer(c, base);
 }
 
-// Median seconds of `fn` over cold-L2 runs (L2 flushed by a memset of twice its size before each).
-template <class Fn>
-double median_cold_seconds(cudaStream_t stream, Fn&& fn) {
-  int device = 0;
-  cudaDeviceProp prop{};
-  FB_CUDA_CHECK(cudaGetDevice(&device));
-  FB_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-  fb::DeviceBuffer<uint8_t> flush(static_cast<size_t>(prop.l2CacheSize) * 2);
-  fb::Event start, stop;
-  std::vector<float> ms;
-  for (int it = 0; it < 12; ++it) {
-    FB_CUDA_CHECK(cudaMemsetAsync(flush.get(), it, flush.bytes(), stream));
-    start.record(stream);
-    fn();
-    stop.record(stream);
-    stop.synchronize();
-    if (it >= 2) ms.push_back(stop.elapsed_ms_since(start));  // the first launches pay module load
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2] * 1e-3;
-}
-
-// cudaMemcpy D2D of 128 MiB, read + write counted, timed like the kernels: the device's practical
-// copy rate, measured once per process, so each line reports how close dequantization comes to it.
-double copy_gbps(cudaStream_t stream) {
-  static const double gbps = [stream] {
-    constexpr size_t kBytes = size_t{128} << 20;
-    fb::DeviceBuffer<uint8_t> a(kBytes), b(kBytes);
-    FB_CUDA_CHECK(cudaMemsetAsync(a.get(), 1, kBytes, stream));
-    const double t = median_cold_seconds(stream, [&] {
-      FB_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), kBytes, cudaMemcpyDeviceToDevice, stream));
-    });
-    return 2.0 * kBytes / t * 1e-9;
-  }();
-  return gbps;
-}
-
-// Median of cold-L2 launches; printed so the prefill baseline's dequant cost is on record.
-template <class Out>
-void report_bandwidth(const Case& c, const fb::DeviceBuffer<uint8_t>& src, cudaStream_t stream) {
-  const size_t n = static_cast<size_t>(c.rows * c.cols);
-  fb::DeviceBuffer<Out> dst(n);
-  int device = 0;
-  cudaDeviceProp prop{};
-  FB_CUDA_CHECK(cudaGetDevice(&device));
-  FB_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-  const double copy = copy_gbps(stream);
-  const double t = median_cold_seconds(
-      stream, [&] { fb::cuda::dequantize(c.type, src.get(), dst.get(), c.rows, c.cols, stream); });
-  const double bytes = static_cast<double>(src.bytes()) + static_cast<double>(n * sizeof(Out));
-  const double gbps = bytes / t * 1e-9;
-  std::printf("[ bandwidth ] %s -> %s %" PRId64 "x%" PRId64
-              ": median %.1f us, %.0f GB/s = %.0f%% of D2D copy %.0f GB/s (%.1f MB read, %.1f MB "
-              "written, cold L2, %s)\n",
-              type_name(c.type), sizeof(Out) == 4 ? "f32" : "bf16", c.rows, c.cols, t * 1e6, gbps,
-              100.0 * gbps / copy, copy, src.bytes() * 1e-6, n * sizeof(Out) * 1e-6, prop.name);
-  ::testing::Test::RecordProperty(std::string("GBps_") + (sizeof(Out) == 4 ? "f32" : "bf16"),
-                                  std::to_string(static_cast<int>(gbps)));
-  ::testing::Test::RecordProperty(std::string("pct_of_copy_") + (sizeof(Out) == 4 ? "f32" : "bf16"),
-                                  std::to_string(static_cast<int>(100.0 * gbps / copy)));
-}
-
 class DequantizeGpu : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
@@ -341,11 +278,6 @@ TEST_P(DequantizeGpu, BitExactVsCpu) {
   FB_CUDA_CHECK(cudaMemcpyAsync(src_dev.get(), src.data(), src.size(), cudaMemcpyHostToDevice, stream.get()));
   check_one<float>(c, base, seed, src, src_dev, ref, stream.get());
   check_one<__nv_bfloat16>(c, base, seed, src, src_dev, ref, stream.get());
-
-  if (!HasFailure() && c.rows * c.cols >= (int64_t{1} << 22) && !c.misaligned) {
-    report_bandwidth<float>(c, src_dev, stream.get());
-    report_bandwidth<__nv_bfloat16>(c, src_dev, stream.get());
-  }
 }
 
 std::vector<Case> all_cases() {

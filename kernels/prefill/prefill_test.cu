@@ -117,21 +117,6 @@ TEST_P(LinearTest, DequantGemmMatchesFp64) {
   test::expect_bf16_close(
       reference(c.type, wq, c.k, x, rows, cols), pick(got, c.n, rows, cols),
       std::string(c.name) + " sampled " + std::to_string(rows.size()) + "x" + std::to_string(cols.size()));
-
-  // Informational: time of the two parts (cuBLAS's rate is what the baseline's GEMM half gets).
-  Event e0, e1, e2;
-  constexpr int kReps = 10;
-  e0.record(s.get());
-  for (int i = 0; i < kReps; ++i) cuda::dequantize(c.type, dwq.get(), wbuf.get(), c.n, c.k, s.get());
-  e1.record(s.get());
-  for (int i = 0; i < kReps; ++i)
-    cuda::gemm_bf16(h.get(), px, wbuf.get(), y.get(), c.m, c.n, c.k, c.n, s.get());
-  e2.record(s.get());
-  e2.synchronize();
-  const double dq = e1.elapsed_ms_since(e0) / kReps, gm = e2.elapsed_ms_since(e1) / kReps;
-  std::printf("[info] %s: dequant %.1f us, gemm %.1f us = %.0f TFLOP/s, total %.0f TFLOP/s\n", c.name,
-              dq * 1e3, gm * 1e3, 2.0 * c.m * c.n * c.k / (gm * 1e-3) / 1e12,
-              2.0 * c.m * c.n * c.k / ((dq + gm) * 1e-3) / 1e12);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
