@@ -148,6 +148,9 @@ void register_all() {
       {{"attn_q+attn_k+attn_v@16384x5376", 16384, 5376, false}, {MatvecFormat::int4_u8}, {1, 4}},
       {{"attn_output@5376x8192", 5376, 8192, false}, {MatvecFormat::int4_u8}, {1}},
       {{"ffn_down@5376x21504", 5376, 21504, false}, {MatvecFormat::int4_u8, MatvecFormat::int6_i8}, {1}},
+      // Q6_K in both planar encodings (the int6 bf16 default was set without a measurement of its own).
+      {{"ffn_down@5376x21504", 5376, 21504, false}, {MatvecFormat::int6_bf16}, {1, 4}},
+      {{"attn_v@4096x5376", 4096, 5376, false}, {MatvecFormat::int6_i8, MatvecFormat::int6_bf16}, {1}},
       {{"lm_head@262144x5376", 262144, 5376, false}, {MatvecFormat::int6_i8, MatvecFormat::int4_u8}, {1}},
   };
   for (const Entry& e : entries)

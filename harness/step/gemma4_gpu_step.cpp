@@ -533,6 +533,9 @@ void Gemma4GpuStep::enqueue(cudaStream_t s) {
   };
   nvtx_range step_range(M.prefill ? "gemma4_prefill_step" : "gemma4_decode_step");
   // y[T, n] = x[T, k] W^T: decode on the packed view, prefill dequant + cuBLAS.
+  // Decode: w4a8_matvec_bf16 quantizes `in` into M.q8 and launches the matvec with programmatic
+  // dependent launch (its weight loads start while the quantize runs); the same two kernels and bits
+  // as quantize + w4a8_matvec. Both sit in the matvec's NVTX range (two launches counted).
   auto linear = [&](const char* name, const DevMat& wm, const __nv_bfloat16* in, __nv_bfloat16* out,
                     cuda::MatvecEpilogue ep = cuda::MatvecEpilogue::none) {
     if (M.prefill) {
@@ -540,11 +543,15 @@ void Gemma4GpuStep::enqueue(cudaStream_t s) {
         cuda::linear_dequant_gemm(M.cublas->get(), wm.type, wm.raw, wm.n, wm.k, in, T, out, M.scratch.get(),
                                   s);
       });
-      ++launches;
     } else {
-      L_("quantize_q8", [&] { cuda::quantize_activations_q8(in, T, wm.k, M.q8.get(), s); });
-      L_(name, [&] { cuda::w4a8_matvec(wm.mv, M.q8.get(), T, out, ep, s); });
+      L_(name, [&] { cuda::w4a8_matvec_bf16(wm.mv, in, T, M.q8.get(), out, ep, s); });
     }
+    ++launches;
+  };
+  // Decode, fused variant: another matvec on the input of the linear() just before, reusing its
+  // quantized activations in M.q8 (quantization is deterministic: same bits as quantizing again).
+  auto linear_same_input = [&](const char* name, const DevMat& wm, __nv_bfloat16* out) {
+    L_(name, [&] { cuda::w4a8_matvec(wm.mv, M.q8.get(), T, out, cuda::MatvecEpilogue::none, s); });
   };
   L_("embed", [&] {
     cuda::embed(W.embd.type, W.embd.raw, c.vocab, H, M.tokens.get(), T,
@@ -576,6 +583,11 @@ void Gemma4GpuStep::enqueue(cudaStream_t s) {
         });
         row0 += part->n;
       }
+    } else if (fused && !M.prefill) {
+      // q, k, v not row-concatenated (e.g. attn_v Q6_K next to Q4_K q/k): one quantize of xn serves all.
+      linear("q_proj", L.q, M.xn.get(), q);
+      linear_same_input("k_proj", L.k, k);
+      if (!L.full) linear_same_input("v_proj", L.v, v);
     } else {
       linear("q_proj", L.q, M.xn.get(), q);
       linear("k_proj", L.k, M.xn.get(), k);
@@ -697,9 +709,11 @@ void Gemma4GpuStep::enqueue(cudaStream_t s) {
     head.k = H;
     head.qdata = W.embd.raw;
   }
-  L_("quantize_q8", [&] { cuda::quantize_activations_q8(M.xn.get(), 1, H, M.q8.get(), s); });
-  L_("lm_head",
-     [&] { cuda::w4a8_matvec(head, M.q8.get(), 1, M.logits_bf16.get(), cuda::MatvecEpilogue::none, s); });
+  L_("lm_head", [&] {
+    cuda::w4a8_matvec_bf16(head, M.xn.get(), 1, M.q8.get(), M.logits_bf16.get(), cuda::MatvecEpilogue::none,
+                           s);
+  });
+  ++launches;  // quantize + matvec
   L_("softcap", [&] {
     cuda::softcap(M.logits_bf16.get(), M.logits.get(), c.vocab, static_cast<float>(g.final_softcap), s);
   });

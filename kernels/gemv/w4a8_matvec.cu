@@ -628,7 +628,12 @@ constexpr bool staged_format(MatvecFormat f) { return f != MatvecFormat::q4_k &&
 //     5-6 % at T = 4 (r4u3 within 2 % of it);
 //   legacy for int4 with fewer than 8192 rows (attn_output 5376 x 8192: 12.0 vs 13.2 us, ffn_down
 //     5376 x 21504: 23.8 vs 25.1 us): a row pair per warp over many short tasks balances better
-//     there. Planar int6 with few rows stays staged (ffn_down Q6_K: 36.3 -> 34.7 us).
+//     there. Planar int6 i8 with few rows stays staged (ffn_down Q6_K: 36.3 -> 34.7 us);
+//   legacy for planar int6 bf16 with fewer than 8192 rows: the sweep above had no int6_bf16 shape,
+//     and the bench of ffn_down 5376 x 21504 Q6_K coalesced_bf16 at T = 1 went 30.8 us (legacy,
+//     baseline c726853) -> 35.6 us (staged, 813458f) on H200 (`fusebench compare` SLOWER +15 %);
+//     attn_v 4096 x 5376 moved 11.4 -> 10.9 us, inside the 0.5 us timer resolution (why int6 bf16
+//     and i8 differ under legacy, 30.8 vs 37.3 us, was not measured; the sweep now has both).
 int resolve_variant(MatvecFormat f, int64_t m, int64_t n, int64_t k) {
   int v = g_variant_override.load(std::memory_order_relaxed);
   if (v < 0) v = env_variant();
@@ -636,7 +641,8 @@ int resolve_variant(MatvecFormat f, int64_t m, int64_t n, int64_t k) {
   if (v == kLegacy || !staged_ok) return kLegacy;
   if (v > kAuto) return v;
   const bool int4 = f == MatvecFormat::int4_bf16 || f == MatvecFormat::int4_u8;
-  return int4 && n < 8192 ? kLegacy : kR2U6;
+  const bool few_rows_legacy = int4 || f == MatvecFormat::int6_bf16;
+  return few_rows_legacy && n < 8192 ? kLegacy : kR2U6;
 }
 
 int staged_blocks_per_sm(const void* fn, size_t smem) {

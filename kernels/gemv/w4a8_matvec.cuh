@@ -4,9 +4,9 @@
 // (reference/matvec/q8_block.h; bit-exact with fb::quantize_activations_q8), then the matvec streams
 // the weights once with 16-byte loads and writes bf16: for the repacked layouts a kernel that stages
 // the activations in shared memory and gives each warp 2 rows x 6 units per lane in flight, on a
-// block-balanced grid; otherwise (ggml blocks, small int4 N, activations past the shared-memory
-// budget) one warp per row pair reading activations through L1. The variant is picked per shape
-// (w4a8_matvec_tuning.cuh); all give the same bits.
+// block-balanced grid; otherwise (ggml blocks, small int4 or int6-bf16 N, activations past the
+// shared-memory budget) one warp per row pair reading activations through L1. The variant is picked
+// per shape (w4a8_matvec_tuning.cuh); all give the same bits.
 //
 // Weight formats (layouts: reference/layouts/layouts.h; ggml blocks: reference/formats/blocks.h):
 //   int4_bf16 / int4_u8: CoalescedInt4 from Q4_K (w = (q - zero) * scale per 32)
