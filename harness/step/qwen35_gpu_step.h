@@ -64,6 +64,23 @@ class Qwen35GpuStep {
   // residual stream x [T][hidden] after them, to compare layer by layer with ref::Qwen35Trace.
   void set_layer_limit(int64_t n);
   std::vector<float> residual(cudaStream_t stream) const;
+  // Diagnosis, sublayer by sublayer: sublayer 2i is layer i's mixer (attention or GDN through its
+  // residual add), 2i + 1 its MoE (through its residual add). Enqueue sublayers [begin, end) only
+  // (end -1 = all): begin > 0 skips the embedding and starts from the residual set_residual()
+  // uploaded, so one sublayer can run on the CPU reference's input (ref::Qwen35Trace); an end short
+  // of the last sublayer skips the final norm and lm_head. set_layer_limit(n) = range [0, 2n).
+  void set_sublayer_range(int64_t begin, int64_t end);
+  void set_residual(const std::vector<float>& x);  // [T][hidden], bf16 values
+  // Routing, layer by layer, in the router's layout [T][top_k + 1] (the shared expert as id
+  // n_experts): record copies each layer's router output aside (read back with recorded_routing);
+  // force_routing replaces the router's output of each layer given a non-empty entry with it, so the
+  // MoE kernels can be checked on the reference's expert choice (a near-tie the GPU's rounding flips
+  // is not a kernel error). Both cost one device copy per layer and are off by default.
+  void set_record_routing(bool on);
+  std::vector<std::vector<int32_t>> recorded_routing_ids(cudaStream_t stream) const;    // [layer]
+  std::vector<std::vector<float>> recorded_routing_weights(cudaStream_t stream) const;  // [layer]
+  void force_routing(const std::vector<std::vector<int32_t>>& ids,
+                     const std::vector<std::vector<float>>& weights);
   uint64_t bytes() const;  // weights used + KV read/written + states
   uint64_t flops() const;
   int64_t launches() const { return m_launches; }

@@ -32,6 +32,9 @@ struct Case {
 const Case kCases[] = {
     {"tiny_decode", 4, 2, 64, 16, 1e4, 1, 300},
     {"tiny_prefill", 4, 2, 64, 16, 1e4, 5, 70},
+    // The qwen35 prefill step's shapes: T 100 after ctx 70 (three splits), and T 512 at full scale.
+    {"tiny_prefill_T100", 4, 2, 64, 16, 1e4, 100, 70},
+    {"full_prefill_T512", 16, 2, 256, 64, 1e7, 512, 100},
     {"full_decode", 16, 2, 256, 64, 1e7, 1, 1000},
     {"full_prefill", 16, 2, 256, 64, 1e7, 3, 4100},
     // 128K: the split count hits its cap (512 splits of 257 positions) and RoPE angles reach 1e5 rad.

@@ -130,7 +130,8 @@ TEST_P(ConvTest, DecodeStepsEqualOneCall) {
 
 INSTANTIATE_TEST_SUITE_P(Gdn, ConvTest,
                          ::testing::Values(ConvCase{&kFull, 1}, ConvCase{&kFull, 4}, ConvCase{&kFull, 64},
-                                           ConvCase{&kTiny, 1}, ConvCase{&kTiny, 8}),
+                                           ConvCase{&kFull, 512}, ConvCase{&kTiny, 1}, ConvCase{&kTiny, 8},
+                                           ConvCase{&kTiny, 100}),
                          conv_name);
 
 // ---- delta rule ---------------------------------------------------------------------------------
@@ -231,7 +232,8 @@ TEST(DeltaRuleGraph, ReplayEqualsDirect) {
 
 INSTANTIATE_TEST_SUITE_P(Gdn, DeltaRuleTest,
                          ::testing::Values(DeltaCase{&kFull, 1}, DeltaCase{&kFull, 4}, DeltaCase{&kFull, 64},
-                                           DeltaCase{&kTiny, 1}, DeltaCase{&kTiny, 8}),
+                                           DeltaCase{&kFull, 512}, DeltaCase{&kTiny, 1}, DeltaCase{&kTiny, 8},
+                                           DeltaCase{&kTiny, 100}),
                          delta_name);
 
 // ---- gated RMSNorm ------------------------------------------------------------------------------

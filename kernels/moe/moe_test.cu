@@ -115,7 +115,7 @@ TEST(MoeQuantize, BitExactWithCpu) {
 
 TEST(MoeRouter, TopKAndSoftmaxMatchFp64) {
   FB_SKIP_WITHOUT_GPU();
-  for (int64_t T : {1, 4}) {
+  for (int64_t T : {1, 4, 100}) {
     const int64_t E = 256, k = 8;
     const auto x = test::random_bf16(T * kHidden, kSeed, 2, 1.0f);
     const auto wr = f32_random(E * kHidden, 3, 0.02f), ws = f32_random(kHidden, 4, 0.02f);
@@ -286,7 +286,9 @@ INSTANTIATE_TEST_SUITE_P(Moe, MoeChainTest,
                          ::testing::Values(ChainCase{cuda::ExpertFormat::sym_int4, 1},
                                            ChainCase{cuda::ExpertFormat::sym_int4, 4},
                                            ChainCase{cuda::ExpertFormat::q4_k, 1},
-                                           ChainCase{cuda::ExpertFormat::q4_k, 4}),
+                                           ChainCase{cuda::ExpertFormat::q4_k, 4},
+                                           // Prefill: 900 pairs, GEMM1/down loop over the capped grid.
+                                           ChainCase{cuda::ExpertFormat::q4_k, 100}),
                          chain_name);
 
 }  // namespace

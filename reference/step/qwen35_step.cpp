@@ -95,11 +95,11 @@ std::vector<float> attention(const Qwen35MoeDims& q, const std::vector<float>& q
   return out;
 }
 
-// Trace::routing_margin of one layer (see qwen35_step.h), the top-k order as route_fp64 sorts it.
-double routing_margin(const Qwen35MoeDims& q, const std::vector<float>& router, const std::vector<float>& x,
-                      int64_t T, int64_t H) {
+// Trace::token_margin of one layer (see qwen35_step.h), the top-k order as route_fp64 sorts it.
+std::vector<double> token_margins(const Qwen35MoeDims& q, const std::vector<float>& router,
+                                  const std::vector<float>& x, int64_t T, int64_t H) {
   const int64_t E = q.n_experts;
-  double worst = INFINITY;
+  std::vector<double> margins(static_cast<size_t>(T));
   std::vector<double> logit(static_cast<size_t>(E));
   std::vector<int32_t> order(static_cast<size_t>(E));
   for (int64_t t = 0; t < T; ++t) {
@@ -120,16 +120,15 @@ double routing_margin(const Qwen35MoeDims& q, const std::vector<float>& router, 
       dw += d * d;
     }
     const double scale = std::sqrt(dw) * std::sqrt(ss / static_cast<double>(H));
-    worst = std::min(worst, scale > 0 ? (logit[in] - logit[out]) / scale : INFINITY);
+    margins[t] = scale > 0 ? (logit[in] - logit[out]) / scale : INFINITY;
   }
-  return worst;
+  return margins;
 }
 
 // Sparse MoE + gated shared expert (the shared expert as slot top_k, weight sigmoid(w_sh . x)).
-std::vector<float> moe(const Qwen35MoeDims& q, const Qwen35RefLayer& L, const std::vector<float>& x,
-                       int64_t T, int64_t H) {
+std::vector<float> moe(const Qwen35MoeDims& q, const Qwen35RefLayer& L, const Routing& r,
+                       const std::vector<float>& x, int64_t T, int64_t H) {
   const int64_t E = q.n_experts, I = q.expert_intermediate, Is = q.shared_intermediate;
-  const Routing r = route_fp64(x, L.router, L.shexp_gate.data(), T, H, E, q.top_k);
   std::vector<float> y(static_cast<size_t>(T * H));
   std::vector<double> acc(static_cast<size_t>(H));
   for (int64_t t = 0; t < T; ++t) {
@@ -314,12 +313,20 @@ std::vector<float> qwen35_ref_step(const Qwen35RefWeights& w, Qwen35State& st,
       o = linear(g, T, vd, L.w_out);
     }
     x = add_bf16(x, o);
+    if (trace) trace->mixer_residual.push_back(x);
     const std::vector<float> xf =
         rms_norm_bf16(x, T, H, L.post_attention_norm.data(), NormWeight::one_plus, eps);
-    x = add_bf16(x, moe(q, L, xf, T, H));
+    const Routing r = route_fp64(xf, L.router, L.shexp_gate.data(), T, H, q.n_experts, q.top_k);
+    x = add_bf16(x, moe(q, L, r, xf, T, H));
     if (trace) {
       trace->residual.push_back(x);
-      if (q.top_k < q.n_experts) trace->routing_margin.push_back(routing_margin(q, L.router, xf, T, H));
+      trace->routing_ids.push_back(r.ids);
+      trace->routing_weights.push_back(r.weights);
+      if (q.top_k < q.n_experts) {
+        const std::vector<double> m = token_margins(q, L.router, xf, T, H);
+        trace->token_margin.push_back(m);
+        trace->routing_margin.push_back(*std::min_element(m.begin(), m.end()));
+      }
     }
   }
   const std::vector<float> last(x.end() - H, x.end());

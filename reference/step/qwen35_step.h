@@ -72,6 +72,13 @@ struct Qwen35Trace {
   // A step whose inputs deviate by r (relative rms) keeps the same experts with high probability when
   // this is several times r; a value near 0 is a near-tie that any rounding difference may flip.
   std::vector<double> routing_margin;
+  // Diagnosis of a step against a GPU step, sublayer by sublayer:
+  std::vector<std::vector<float>> mixer_residual;  // [layer][T][H]: x after the attention/GDN add
+  std::vector<std::vector<double>> token_margin;   // [layer][T]: routing_margin of each token
+  // [layer][T][slots]: the fp64 routing the MoE used (ids with the shared expert as id n_experts,
+  // fp32 weights), the layout of the GPU router's output, so a GPU step can be run with it.
+  std::vector<std::vector<int32_t>> routing_ids;
+  std::vector<std::vector<float>> routing_weights;
 };
 
 // One step over tokens at positions pos .. pos+T-1; appends K/V, advances the GDN states, returns
