@@ -288,8 +288,12 @@ struct Qwen35GpuStep::Impl {
   std::vector<LayerState> states;
   cuda::RopeParams rope;
   int slots = 0;
-  int64_t gemm2_chunk = 1;  // tokens per fused GEMM2 launch (its shared-memory bound)
-  int64_t layer_limit = -1;
+  int64_t gemm2_chunk = 1;              // tokens per fused GEMM2 launch (its shared-memory bound)
+  int64_t sub_begin = 0, sub_end = -1;  // diagnosis: sublayers enqueued (-1 = to the end)
+  bool record_routing = false;
+  DeviceBuffer<int32_t> rec_ids, forced_ids;  // [layers][T * slots]
+  DeviceBuffer<float> rec_weights, forced_weights;
+  std::vector<bool> forced;  // [layers]
 };
 
 Qwen35GpuStep::Qwen35GpuStep(std::shared_ptr<const Qwen35DeviceWeights> w, int64_t T, int64_t context,
@@ -486,99 +490,137 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
       col += p.mv.n;
     }
   };
-  L_("embed", [&] { cuda::embed(W.embd_type, W.embd, c.vocab, H, M.tokens.get(), T, 1.0f, M.x.get(), s); });
-  const size_t n_layers =
-      M.layer_limit < 0 ? W.layers.size() : std::min(W.layers.size(), static_cast<size_t>(M.layer_limit));
-  for (size_t li = 0; li < n_layers; ++li) {
+  const int64_t n_sub = 2 * static_cast<int64_t>(W.layers.size());
+  const int64_t sub_end = M.sub_end < 0 ? n_sub : std::min(n_sub, M.sub_end);
+  if (M.sub_begin == 0)
+    L_("embed", [&] { cuda::embed(W.embd_type, W.embd, c.vocab, H, M.tokens.get(), T, 1.0f, M.x.get(), s); });
+  const int64_t P = T * M.slots;
+  for (size_t li = static_cast<size_t>(M.sub_begin / 2); static_cast<int64_t>(2 * li) < sub_end; ++li) {
     const auto& L = W.layers[li];
     auto& S = M.states[li];
-    L_("attn_norm", [&] {
-      cuda::rms_norm(M.x.get(), L.attn_norm, cuda::NormWeight::one_plus, eps, M.xn.get(), T, int(H), s);
-    });
-    if (L.full) {
-      projection("qkv_proj", "q_k_v_proj", L, M.ld_attn);
-      if (fused) {
-        L_("qwen_attn_prep", [&] {
-          cuda::qwen_attn_prep(M.ad, M.proj.get(), M.ld_attn, T, L.q_norm, L.k_norm, eps, M.pos.get(), M.rope,
-                               M.q.get(), S.k.get(), S.v.get(), M.capacity, s);
-        });
-        L_("qwen_sdpa_gated", [&] {
-          cuda::qwen_sdpa(M.ad, M.q.get(), S.k.get(), S.v.get(), M.capacity, T, M.pos.get(),
-                          M.proj.get() + hd, M.ld_attn, 2 * hd, M.sdpa_ws.get(), M.y.get(), s);
-        });
-      } else {
-        L_("qwen_split_qkv", [&] {
-          cuda::qwen_split_qkv(M.ad, M.proj.get(), M.ld_attn, T, M.attn.get(), M.gate.get(), M.k.get(),
-                               M.v.get(), s);
-        });
-        L_("q_norm", [&] {
-          cuda::rms_norm(M.attn.get(), L.q_norm, cuda::NormWeight::one_plus, eps, M.q.get(), T * nh, hd, s);
-        });
-        L_("q_rope", [&] { cuda::rope(M.q.get(), M.pos.get(), M.rope, M.q.get(), T, nh, s); });
-        L_("k_norm", [&] {
-          cuda::rms_norm(M.k.get(), L.k_norm, cuda::NormWeight::one_plus, eps, M.kn.get(), T * nkv, hd, s);
-        });
-        L_("k_rope", [&] { cuda::rope(M.kn.get(), M.pos.get(), M.rope, M.kn.get(), T, nkv, s); });
-        L_("kv_append", [&] {
-          cuda::qwen_kv_append(M.ad, M.kn.get(), M.v.get(), T, M.pos.get(), S.k.get(), S.v.get(), M.capacity,
-                               s);
-        });
-        L_("qwen_sdpa", [&] {
-          cuda::qwen_sdpa(M.ad, M.q.get(), S.k.get(), S.v.get(), M.capacity, T, M.pos.get(), nullptr, 0, 0,
-                          M.sdpa_ws.get(), M.attn.get(), s);
-        });
-        L_("sigmoid_gate_mul",
-           [&] { cuda::qwen_sigmoid_gate_mul(M.attn.get(), M.gate.get(), nq, hd, T, nh, hd, M.y.get(), s); });
-      }
-      linear("o_proj", L.out, M.y.get(), M.h.get());
-    } else {
-      projection("gdn_in_proj", "gdn_in_proj_part", L, M.ld_gdn);
-      const int64_t C = q.conv_dim();
-      const bf16* z = M.proj.get() + C;
-      const bf16* ba = z + q.value_dim();
-      const int K = static_cast<int>(q.conv_kernel);
-      if (fused) {
-        L_("causal_conv_silu", [&] {
-          cuda::causal_conv_silu(M.proj.get(), M.ld_gdn, T, C, S.conv.get(), L.conv, K, M.conv.get(), s);
-        });
-        L_("gated_delta_rule", [&] {
-          cuda::gated_delta_rule(M.gd, M.conv.get(), T, ba, M.ld_gdn, L.ssm_a, L.dt_bias, S.ssm.get(),
-                                 M.o.get(), s);
-        });
-      } else {
-        L_("causal_conv_silu_naive", [&] {
-          cuda::causal_conv_silu_naive(M.proj.get(), M.ld_gdn, T, C, S.conv.get(), L.conv, K, M.conv.get(),
-                                       M.conv_ws.get(), s);
-        });
-        L_("gdn_qk_l2norm", [&] { cuda::gdn_qk_l2norm(M.gd, M.conv.get(), T, M.qk.get(), s); });
-        L_("gdn_gates",
-           [&] { cuda::gdn_gates(M.gd, ba, M.ld_gdn, T, L.ssm_a, L.dt_bias, M.gates.get(), s); });
-        L_("gated_delta_rule_prenormed", [&] {
-          cuda::gated_delta_rule_prenormed(M.gd, M.qk.get(), M.conv.get(), M.gates.get(), T, S.ssm.get(),
-                                           M.o.get(), s);
-        });
-      }
-      L_("gated_rms_norm", [&] {
-        cuda::gated_rms_norm(M.o.get(), z, M.ld_gdn, L.ssm_norm, T, int(q.gdn_v_heads), int(q.gdn_head_v_dim),
-                             eps, M.gnorm.get(), s);
+    const bool run_mixer = static_cast<int64_t>(2 * li) >= M.sub_begin;
+    const bool run_moe = static_cast<int64_t>(2 * li + 1) < sub_end;
+    if (run_mixer) {
+      L_("attn_norm", [&] {
+        cuda::rms_norm(M.x.get(), L.attn_norm, cuda::NormWeight::one_plus, eps, M.xn.get(), T, int(H), s);
       });
-      linear("ssm_out", L.out, M.gnorm.get(), M.h.get());
+      if (L.full) {
+        projection("qkv_proj", "q_k_v_proj", L, M.ld_attn);
+        if (fused) {
+          L_("qwen_attn_prep", [&] {
+            cuda::qwen_attn_prep(M.ad, M.proj.get(), M.ld_attn, T, L.q_norm, L.k_norm, eps, M.pos.get(),
+                                 M.rope, M.q.get(), S.k.get(), S.v.get(), M.capacity, s);
+          });
+          L_("qwen_sdpa_gated", [&] {
+            cuda::qwen_sdpa(M.ad, M.q.get(), S.k.get(), S.v.get(), M.capacity, T, M.pos.get(),
+                            M.proj.get() + hd, M.ld_attn, 2 * hd, M.sdpa_ws.get(), M.y.get(), s);
+          });
+        } else {
+          L_("qwen_split_qkv", [&] {
+            cuda::qwen_split_qkv(M.ad, M.proj.get(), M.ld_attn, T, M.attn.get(), M.gate.get(), M.k.get(),
+                                 M.v.get(), s);
+          });
+          L_("q_norm", [&] {
+            cuda::rms_norm(M.attn.get(), L.q_norm, cuda::NormWeight::one_plus, eps, M.q.get(), T * nh, hd, s);
+          });
+          L_("q_rope", [&] { cuda::rope(M.q.get(), M.pos.get(), M.rope, M.q.get(), T, nh, s); });
+          L_("k_norm", [&] {
+            cuda::rms_norm(M.k.get(), L.k_norm, cuda::NormWeight::one_plus, eps, M.kn.get(), T * nkv, hd, s);
+          });
+          L_("k_rope", [&] { cuda::rope(M.kn.get(), M.pos.get(), M.rope, M.kn.get(), T, nkv, s); });
+          L_("kv_append", [&] {
+            cuda::qwen_kv_append(M.ad, M.kn.get(), M.v.get(), T, M.pos.get(), S.k.get(), S.v.get(),
+                                 M.capacity, s);
+          });
+          L_("qwen_sdpa", [&] {
+            cuda::qwen_sdpa(M.ad, M.q.get(), S.k.get(), S.v.get(), M.capacity, T, M.pos.get(), nullptr, 0, 0,
+                            M.sdpa_ws.get(), M.attn.get(), s);
+          });
+          L_("sigmoid_gate_mul", [&] {
+            cuda::qwen_sigmoid_gate_mul(M.attn.get(), M.gate.get(), nq, hd, T, nh, hd, M.y.get(), s);
+          });
+        }
+        linear("o_proj", L.out, M.y.get(), M.h.get());
+      } else {
+        projection("gdn_in_proj", "gdn_in_proj_part", L, M.ld_gdn);
+        const int64_t C = q.conv_dim();
+        const bf16* z = M.proj.get() + C;
+        const bf16* ba = z + q.value_dim();
+        const int K = static_cast<int>(q.conv_kernel);
+        if (fused) {
+          L_("causal_conv_silu", [&] {
+            cuda::causal_conv_silu(M.proj.get(), M.ld_gdn, T, C, S.conv.get(), L.conv, K, M.conv.get(), s);
+          });
+          L_("gated_delta_rule", [&] {
+            cuda::gated_delta_rule(M.gd, M.conv.get(), T, ba, M.ld_gdn, L.ssm_a, L.dt_bias, S.ssm.get(),
+                                   M.o.get(), s);
+          });
+        } else {
+          L_("causal_conv_silu_naive", [&] {
+            cuda::causal_conv_silu_naive(M.proj.get(), M.ld_gdn, T, C, S.conv.get(), L.conv, K, M.conv.get(),
+                                         M.conv_ws.get(), s);
+          });
+          L_("gdn_qk_l2norm", [&] { cuda::gdn_qk_l2norm(M.gd, M.conv.get(), T, M.qk.get(), s); });
+          L_("gdn_gates",
+             [&] { cuda::gdn_gates(M.gd, ba, M.ld_gdn, T, L.ssm_a, L.dt_bias, M.gates.get(), s); });
+          L_("gated_delta_rule_prenormed", [&] {
+            cuda::gated_delta_rule_prenormed(M.gd, M.qk.get(), M.conv.get(), M.gates.get(), T, S.ssm.get(),
+                                             M.o.get(), s);
+          });
+        }
+        L_("gated_rms_norm", [&] {
+          cuda::gated_rms_norm(M.o.get(), z, M.ld_gdn, L.ssm_norm, T, int(q.gdn_v_heads),
+                               int(q.gdn_head_v_dim), eps, M.gnorm.get(), s);
+        });
+        linear("ssm_out", L.out, M.gnorm.get(), M.h.get());
+      }
+      L_("residual_add", [&] { cuda::add(M.x.get(), M.h.get(), M.x.get(), T * H, s); });
     }
-    L_("residual_add", [&] { cuda::add(M.x.get(), M.h.get(), M.x.get(), T * H, s); });
+    if (!run_moe) continue;
     L_("post_attention_norm", [&] {
       cuda::rms_norm(M.x.get(), L.post_norm, cuda::NormWeight::one_plus, eps, M.xn.get(), T, int(H), s);
     });
     // Sparse MoE with the shared expert as slot top_k (expert id E, weight sigmoid(w_sh . x)).
-    const int64_t P = T * M.slots;
     L_("moe_router", [&] {
       cuda::moe_router(M.xn.get(), L.router, L.shexp_gate, T, H, int(q.n_experts), int(q.top_k),
                        M.router_logits.get(), M.moe_ids.get(), M.moe_weights.get(), s);
     });
-    L_("moe_quantize_q8", [&] { cuda::moe_quantize_q8(M.xn.get(), T, H, M.q8_moe.get(), s); });
-    if (fused) {
+    if (M.record_routing) {
+      L_("routing_record", [&] {
+        FB_CUDA_CHECK(cudaMemcpyAsync(M.rec_ids.get() + static_cast<int64_t>(li) * P, M.moe_ids.get(), P * 4,
+                                      cudaMemcpyDeviceToDevice, s));
+        FB_CUDA_CHECK(cudaMemcpyAsync(M.rec_weights.get() + static_cast<int64_t>(li) * P, M.moe_weights.get(),
+                                      P * 4, cudaMemcpyDeviceToDevice, s));
+      });
+    }
+    if (!M.forced.empty() && M.forced[li]) {
+      L_("routing_forced", [&] {
+        FB_CUDA_CHECK(cudaMemcpyAsync(M.moe_ids.get(), M.forced_ids.get() + static_cast<int64_t>(li) * P,
+                                      P * 4, cudaMemcpyDeviceToDevice, s));
+        FB_CUDA_CHECK(cudaMemcpyAsync(M.moe_weights.get(),
+                                      M.forced_weights.get() + static_cast<int64_t>(li) * P, P * 4,
+                                      cudaMemcpyDeviceToDevice, s));
+      });
+    }
+    // Decode, fused: GEMM1 quantizes the token itself (moe_gemm1_quant, same bits as quantize +
+    // moe_gemm1, one launch fewer per layer). Prefill keeps the separate quantize: the tokens one
+    // GEMM1 block spans would not fit its shared memory.
+    auto quantize_x = [&] {
+      L_("moe_quantize_q8", [&] { cuda::moe_quantize_q8(M.xn.get(), T, H, M.q8_moe.get(), s); });
+    };
+    if (fused && !M.prefill) {
+      L_("moe_gemm1_quant", [&] {
+        cuda::moe_gemm1_quant(L.w13, M.xn.get(), M.moe_ids.get(), T, M.slots, M.moe_h.get(), 2 * I, 0, s);
+      });
+    } else if (fused) {
+      quantize_x();
       L_("moe_gemm1", [&] {
         cuda::moe_gemm1(L.w13, M.q8_moe.get(), M.moe_ids.get(), T, M.slots, M.moe_h.get(), 2 * I, 0, s);
       });
+    } else {
+      quantize_x();
+    }
+    if (fused) {
       for (int64_t t0 = 0; t0 < T; t0 += M.gemm2_chunk) {
         const int64_t tc = std::min(M.gemm2_chunk, T - t0);
         L_("moe_gemm2_silu", [&] {
@@ -602,7 +644,7 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
     }
     L_("residual_add", [&] { cuda::add(M.x.get(), M.moe_y.get(), M.x.get(), T * H, s); });
   }
-  if (M.layer_limit >= 0) {
+  if (sub_end < n_sub) {
     m_launches = launches;
     return;
   }
@@ -626,7 +668,84 @@ std::vector<float> Qwen35GpuStep::logits(cudaStream_t s) const {
   return out;
 }
 
-void Qwen35GpuStep::set_layer_limit(int64_t n) { m->layer_limit = n; }
+void Qwen35GpuStep::set_layer_limit(int64_t n) { set_sublayer_range(0, n < 0 ? -1 : 2 * n); }
+
+void Qwen35GpuStep::set_sublayer_range(int64_t begin, int64_t end) {
+  const int64_t n_sub = 2 * static_cast<int64_t>(m->w->layers.size());
+  if (begin < 0 || begin >= n_sub || (end >= 0 && end <= begin))
+    throw std::invalid_argument("qwen3.5 step: sublayer range must be non-empty within the layers");
+  m->sub_begin = begin;
+  m->sub_end = end;
+}
+
+void Qwen35GpuStep::set_residual(const std::vector<float>& x) {
+  if (x.size() != m->x.size()) throw std::invalid_argument("qwen3.5 step: residual must be [T][hidden]");
+  std::vector<uint16_t> b(x.size());
+  for (size_t i = 0; i < x.size(); ++i) b[i] = fp32_to_bf16(x[i]);
+  FB_CUDA_CHECK(cudaMemcpy(m->x.get(), b.data(), b.size() * 2, cudaMemcpyHostToDevice));
+  FB_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void Qwen35GpuStep::set_record_routing(bool on) {
+  const size_t n = m->w->layers.size() * static_cast<size_t>(m->T * m->slots);
+  if (on && m->rec_ids.size() != n) {
+    m->rec_ids = DeviceBuffer<int32_t>(n);
+    m->rec_weights = DeviceBuffer<float>(n);
+  }
+  m->record_routing = on;
+}
+
+namespace {
+// [layers][T * slots] device tape -> host vectors per layer.
+template <class V>
+std::vector<std::vector<V>> read_tape(const DeviceBuffer<V>& tape, size_t layers, cudaStream_t s) {
+  std::vector<V> all(tape.size());
+  FB_CUDA_CHECK(cudaMemcpyAsync(all.data(), tape.get(), all.size() * sizeof(V), cudaMemcpyDeviceToHost, s));
+  FB_CUDA_CHECK(cudaStreamSynchronize(s));
+  const size_t per = all.size() / layers;
+  std::vector<std::vector<V>> out;
+  for (size_t l = 0; l < layers; ++l)
+    out.emplace_back(all.begin() + static_cast<int64_t>(l * per),
+                     all.begin() + static_cast<int64_t>((l + 1) * per));
+  return out;
+}
+}  // namespace
+
+std::vector<std::vector<int32_t>> Qwen35GpuStep::recorded_routing_ids(cudaStream_t s) const {
+  if (!m->record_routing) throw std::logic_error("qwen3.5 step: routing recording is off");
+  return read_tape(m->rec_ids, m->w->layers.size(), s);
+}
+
+std::vector<std::vector<float>> Qwen35GpuStep::recorded_routing_weights(cudaStream_t s) const {
+  if (!m->record_routing) throw std::logic_error("qwen3.5 step: routing recording is off");
+  return read_tape(m->rec_weights, m->w->layers.size(), s);
+}
+
+void Qwen35GpuStep::force_routing(const std::vector<std::vector<int32_t>>& ids,
+                                  const std::vector<std::vector<float>>& weights) {
+  const size_t layers = m->w->layers.size(), P = static_cast<size_t>(m->T * m->slots);
+  if (ids.size() > layers || weights.size() != ids.size())
+    throw std::invalid_argument("qwen3.5 step: forced routing: ids and weights per layer");
+  if (ids.empty()) {  // off: the router's own output again
+    m->forced.clear();
+    return;
+  }
+  if (m->forced_ids.size() != layers * P) {
+    m->forced_ids = DeviceBuffer<int32_t>(layers * P);
+    m->forced_weights = DeviceBuffer<float>(layers * P);
+  }
+  m->forced.assign(layers, false);
+  for (size_t l = 0; l < ids.size(); ++l) {
+    if (ids[l].empty()) continue;
+    if (ids[l].size() != P || weights[l].size() != P)
+      throw std::invalid_argument("qwen3.5 step: forced routing: [T][top_k + 1] per layer");
+    FB_CUDA_CHECK(cudaMemcpy(m->forced_ids.get() + l * P, ids[l].data(), P * 4, cudaMemcpyHostToDevice));
+    FB_CUDA_CHECK(
+        cudaMemcpy(m->forced_weights.get() + l * P, weights[l].data(), P * 4, cudaMemcpyHostToDevice));
+    m->forced[l] = true;
+  }
+  FB_CUDA_CHECK(cudaDeviceSynchronize());
+}
 
 std::vector<float> Qwen35GpuStep::residual(cudaStream_t s) const {
   std::vector<uint16_t> b(m->x.size());
