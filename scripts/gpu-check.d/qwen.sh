@@ -7,7 +7,9 @@
 #   2. decode at 512 .. 128K, fused and unfused, timed as CUDA-graph replays (target >= 500 tok/s at
 #      512 on an H200),
 #   3. prefill T = 512 (QWEN_PREFILL_TOKENS) at 512 .. 32K (the simple, untuned path),
-#   4. the qwen_attn_decode kernel case (prep + bf16-KV split-K SDPA + output gate) at 512 .. 128K,
+#   4. qwen35_full_prefill_gpu_test on that GGUF: each prefill sublayer fused vs unfused on the
+#      twin's input (the full-scale kernel check; the chain verdict of 3 is the model's amplification),
+#   5. the qwen_attn_decode kernel case (prep + bf16-KV split-K SDPA + output gate) at 512 .. 128K,
 # and writes gzip'd results JSON, logs and qwen-tok-s.txt (tok/s per case).
 # The kernel-level GPU tests (fb_qwen_attn_gpu_test, qwen35_gpu_step_test) run in `ctest -L gpu`.
 set -euo pipefail
@@ -30,6 +32,17 @@ rc=0
   >"$out/qwen-step-decode.log" 2>&1 || rc=1
 "$fb" bench --scenario '^qwen3.5-moe-prefill-step$' --tokens "${QWEN_PREFILL_TOKENS:-512}" --min-seconds "$min_s" \
   --json "$out/qwen-step-prefill.json" >"$out/qwen-step-prefill.log" 2>&1 || rc=1
+# Full-scale prefill fused vs unfused sublayer by sublayer on the twin's inputs (about 1.5 min): the
+# kernel check at full scale. The whole-chain fused-vs-unfused verdict of the prefill bench above
+# measures the synthetic model's amplification of rounding (0.9686 on an H200; see the test).
+full_test=$(find "$build" -type f -name qwen35_full_prefill_gpu_test -perm -u+x | head -1)
+if [[ -n $full_test ]]; then
+  "$full_test" >"$out/qwen-full-prefill-sublayers.log" 2>&1 || rc=1
+  grep -E "worst sublayer|^chain" "$out/qwen-full-prefill-sublayers.log" || true
+else
+  echo "qwen: qwen35_full_prefill_gpu_test not built" >&2
+  rc=1
+fi
 "$fb" bench --scenario '^qwen3.5-moe-decode$' --kernel qwen_attn_decode --tokens 1 --min-seconds 0.2 \
   --json "$out/qwen-attn.json" >"$out/qwen-attn.log" 2>&1 || rc=1
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
