@@ -631,7 +631,8 @@ constexpr bool staged_format(MatvecFormat f) { return f != MatvecFormat::q4_k &&
 //     there. Planar int6 i8 with few rows stays staged (ffn_down Q6_K: 36.3 -> 34.7 us);
 //   legacy for planar int6 bf16 with fewer than 8192 rows: the sweep above had no int6_bf16 shape,
 //     and the bench of ffn_down 5376 x 21504 Q6_K coalesced_bf16 at T = 1 went 30.8 us (legacy,
-//     baseline c726853) -> 35.6 us (staged, 813458f) on H200 (`fusebench compare` SLOWER +15 %);
+//     baseline c726853) -> 35.6 us (staged, 813458f) on H200 (`fusebench compare` SLOWER +15 %),
+//     30.3 us again with this rule (09b154e);
 //     attn_v 4096 x 5376 moved 11.4 -> 10.9 us, inside the 0.5 us timer resolution (why int6 bf16
 //     and i8 differ under legacy, 30.8 vs 37.3 us, was not measured; the sweep now has both).
 int resolve_variant(MatvecFormat f, int64_t m, int64_t n, int64_t k) {
