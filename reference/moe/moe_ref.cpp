@@ -98,6 +98,17 @@ Routing route_fp64(const std::vector<float>& x, const std::vector<float>& w_rout
     }
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logit[a] > logit[b]; });
+    if (top_k < E) {
+      const int32_t in = order[top_k - 1], out = order[top_k];
+      double ss = 0, dw = 0;
+      for (int64_t i = 0; i < H; ++i) {
+        ss += static_cast<double>(xt[i]) * xt[i];
+        const double d = static_cast<double>(w_router[in * H + i]) - w_router[out * H + i];
+        dw += d * d;
+      }
+      const double scale = std::sqrt(dw) * std::sqrt(ss / static_cast<double>(H));
+      r.margins.push_back(scale > 0 ? (logit[in] - logit[out]) / scale : INFINITY);
+    }
     double sum = 0;
     for (int64_t s = 0; s < top_k; ++s) sum += std::exp(logit[order[s]] - logit[order[0]]);
     for (int64_t s = 0; s < top_k; ++s) {

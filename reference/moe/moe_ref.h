@@ -43,6 +43,10 @@ struct Routing {
   int64_t tokens = 0, top_k = 0, slots = 0;  // slots = top_k (+ 1 with the shared expert)
   std::vector<int32_t> ids;                  // [T][slots]
   std::vector<float> weights;                // [T][slots] fp32
+  // [T], when top_k < E: (logit_k - logit_k+1) / (rms(x) * |w_k - w_k+1|), k and k+1 the last chosen
+  // and the first unchosen expert: the relative rms change of the token's router input that closes
+  // the top-k gap (ref::Qwen35Trace::routing_margin). Near 0: a near-tie any rounding may flip.
+  std::vector<double> margins;
 };
 // x: [T][H] bf16 values; w_router: [E][H]; w_shared: [H] or null. Logits, softmax and the shared
 // sigmoid in fp64, weights rounded to fp32 (the kernels' dtype).

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <numeric>
 #include <stdexcept>
 #include <thread>
 
@@ -93,36 +92,6 @@ std::vector<float> attention(const Qwen35MoeDims& q, const std::vector<float>& q
       for (int64_t i = 0; i < hd; ++i) out[(t * nh + h) * hd + i] = round_bf16(acc[i] / sum);
     }
   return out;
-}
-
-// Trace::token_margin of one layer (see qwen35_step.h), the top-k order as route_fp64 sorts it.
-std::vector<double> token_margins(const Qwen35MoeDims& q, const std::vector<float>& router,
-                                  const std::vector<float>& x, int64_t T, int64_t H) {
-  const int64_t E = q.n_experts;
-  std::vector<double> margins(static_cast<size_t>(T));
-  std::vector<double> logit(static_cast<size_t>(E));
-  std::vector<int32_t> order(static_cast<size_t>(E));
-  for (int64_t t = 0; t < T; ++t) {
-    const float* xt = &x[t * H];
-    double ss = 0;
-    for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(xt[i]) * xt[i];
-    for (int64_t e = 0; e < E; ++e) {
-      double acc = 0;
-      for (int64_t i = 0; i < H; ++i) acc += static_cast<double>(xt[i]) * router[e * H + i];
-      logit[e] = acc;
-    }
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logit[a] > logit[b]; });
-    const int32_t in = order[q.top_k - 1], out = order[q.top_k];
-    double dw = 0;
-    for (int64_t i = 0; i < H; ++i) {
-      const double d = static_cast<double>(router[in * H + i]) - router[out * H + i];
-      dw += d * d;
-    }
-    const double scale = std::sqrt(dw) * std::sqrt(ss / static_cast<double>(H));
-    margins[t] = scale > 0 ? (logit[in] - logit[out]) / scale : INFINITY;
-  }
-  return margins;
 }
 
 // Sparse MoE + gated shared expert (the shared expert as slot top_k, weight sigmoid(w_sh . x)).
@@ -322,10 +291,9 @@ std::vector<float> qwen35_ref_step(const Qwen35RefWeights& w, Qwen35State& st,
       trace->residual.push_back(x);
       trace->routing_ids.push_back(r.ids);
       trace->routing_weights.push_back(r.weights);
-      if (q.top_k < q.n_experts) {
-        const std::vector<double> m = token_margins(q, L.router, xf, T, H);
-        trace->token_margin.push_back(m);
-        trace->routing_margin.push_back(*std::min_element(m.begin(), m.end()));
+      if (!r.margins.empty()) {
+        trace->token_margin.push_back(r.margins);
+        trace->routing_margin.push_back(*std::min_element(r.margins.begin(), r.margins.end()));
       }
     }
   }
