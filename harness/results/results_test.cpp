@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "reference/util/scoped_env.h"
+
 namespace fb {
 namespace {
 
@@ -38,28 +40,6 @@ std::string joined(const std::vector<std::string>& v) {
   for (const auto& x : v) s += "  " + x + "\n";
   return s;
 }
-
-// Sets an environment variable for one scope, restoring the previous state after.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    if (value)
-      setenv(name, value, 1);
-    else
-      unsetenv(name);
-  }
-  ~ScopedEnv() {
-    if (old_)
-      setenv(name_, old_->c_str(), 1);
-    else
-      unsetenv(name_);
-  }
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
 
 // A fresh directory under the system temp dir, removed afterwards.
 class TempDir {

@@ -31,6 +31,7 @@
 #include "kernels/common/cuda_check.h"
 #include "reference/attention/sliding_window.h"
 #include "reference/formats/half.h"
+#include "reference/util/scoped_env.h"
 #include "reference/util/splitmix.h"
 
 namespace {
@@ -287,18 +288,12 @@ TEST(SlidingWindowGpu, DecodeTiny) {
 // kernel stays selectable (FB_SWA_DECODE_MULTIROW=stream) for A/B timing, so it is checked too.
 TEST(SlidingWindowGpu, DecodeMultiRowStreamingKernel) {
   SKIP_WITHOUT_DEVICE();
-  const char* old = std::getenv("FB_SWA_DECODE_MULTIROW");
-  const std::string saved = old ? old : "";
-  setenv("FB_SWA_DECODE_MULTIROW", "stream", 1);
+  const fb::ScopedEnv multirow("FB_SWA_DECODE_MULTIROW", "stream");
   for (int64_t pos : {0, 1023, 2047, 131071})
     run_case(Kind::decode, kGemma, 4, pos, 0.15f, 1.0f, true, 1200 + pos);
   for (int64_t pos : {0, 63, 64, 300}) {
     for (int64_t T : {2, 3, 4}) run_case(Kind::decode, kTiny, T, pos, 0.4f, 1.0f, false, 1300 + pos * 8 + T);
   }
-  if (old)
-    setenv("FB_SWA_DECODE_MULTIROW", saved.c_str(), 1);
-  else
-    unsetenv("FB_SWA_DECODE_MULTIROW");
 }
 
 // The split pickers size shared memory per window. Under compute-sanitizer memcheck a small window
@@ -322,10 +317,9 @@ TEST(SlidingWindowGpu, WindowsOfDifferentSizesInterleaved) {
 TEST(SlidingWindowGpu, EveryDecodeVariantAtSmallShapes) {
   SKIP_WITHOUT_DEVICE();
   const SlidingWindowShape d256{4, 2, 256, 128};
-  const char* old = std::getenv("FB_SWA_DECODE_MULTIROW");
-  const std::string saved = old ? old : "";
+  const fb::ScopedEnv env("FB_SWA_DECODE_MULTIROW", nullptr);
   for (const char* multirow : {"staged", "stream"}) {
-    setenv("FB_SWA_DECODE_MULTIROW", multirow, 1);
+    env.set(multirow);
     for (int64_t pos : {0, 200}) {
       for (int64_t T : {1, 4}) {
         run_case(Kind::decode, d256, T, pos, 0.15f, 1.0f, T == 1, 1500 + pos * 8 + T);
@@ -333,10 +327,6 @@ TEST(SlidingWindowGpu, EveryDecodeVariantAtSmallShapes) {
       }
     }
   }
-  if (old)
-    setenv("FB_SWA_DECODE_MULTIROW", saved.c_str(), 1);
-  else
-    unsetenv("FB_SWA_DECODE_MULTIROW");
 }
 
 TEST(SlidingWindowGpu, PrefillTiny) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kernels/attention/tq4_sdpa.cuh"
+#include "reference/util/scoped_env.h"
 
 namespace {
 
@@ -40,23 +41,17 @@ TEST(Tq4SdpaApi, RejectsUnsupportedShapes) {
 }
 
 TEST(Tq4SdpaApi, DecodePathFromEnvironment) {
-  const char* old = std::getenv("FB_TQ4_DECODE_PATH");
-  const std::string saved = old ? old : "";
-  unsetenv("FB_TQ4_DECODE_PATH");
+  const fb::ScopedEnv env("FB_TQ4_DECODE_PATH", nullptr);
   EXPECT_STREQ(fb::cuda::tq4_sdpa_decode_path(), "mma");  // the default
-  setenv("FB_TQ4_DECODE_PATH", "mma", 1);
+  env.set("mma");
   EXPECT_STREQ(fb::cuda::tq4_sdpa_decode_path(), "mma");
-  setenv("FB_TQ4_DECODE_PATH", "fp32", 1);
+  env.set("fp32");
   EXPECT_STREQ(fb::cuda::tq4_sdpa_decode_path(), "fp32");
   // A typo must fail loudly, and tq4_sdpa must throw before enqueuing anything (valid arguments
   // otherwise: these host pointers would fault in a kernel).
-  setenv("FB_TQ4_DECODE_PATH", "MMA ", 1);
+  env.set("MMA ");
   EXPECT_THROW(fb::cuda::tq4_sdpa_decode_path(), std::invalid_argument);
   EXPECT_THROW(sdpa(cache(512), tables(512), 32, 1, size_t{1} << 40), std::invalid_argument);
-  if (old)
-    setenv("FB_TQ4_DECODE_PATH", saved.c_str(), 1);
-  else
-    unsetenv("FB_TQ4_DECODE_PATH");
 }
 
 TEST(Tq4SdpaApi, WorkspaceAndSplits) {

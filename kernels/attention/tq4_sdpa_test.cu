@@ -27,6 +27,7 @@
 #include "kernels/common/cuda_check.h"
 #include "reference/attention/turboquant.h"
 #include "reference/formats/half.h"
+#include "reference/util/scoped_env.h"
 #include "reference/util/splitmix.h"
 
 namespace {
@@ -66,23 +67,12 @@ const char* const kDecodePaths[] = {"fp32", "mma"};
 // Sets FB_TQ4_DECODE_PATH for a scope and restores the previous value.
 class DecodePathScope {
  public:
-  explicit DecodePathScope(const char* path) {
-    if (const char* old = std::getenv("FB_TQ4_DECODE_PATH")) m_old = old, m_had = true;
-    setenv("FB_TQ4_DECODE_PATH", path, 1);
+  explicit DecodePathScope(const char* path) : m_env("FB_TQ4_DECODE_PATH", path) {
     EXPECT_STREQ(fb::cuda::tq4_sdpa_decode_path(), path);
   }
-  ~DecodePathScope() {
-    if (m_had)
-      setenv("FB_TQ4_DECODE_PATH", m_old.c_str(), 1);
-    else
-      unsetenv("FB_TQ4_DECODE_PATH");
-  }
-  DecodePathScope(const DecodePathScope&) = delete;
-  DecodePathScope& operator=(const DecodePathScope&) = delete;
 
  private:
-  std::string m_old;
-  bool m_had = false;
+  fb::ScopedEnv m_env;
 };
 
 // The codebook and rotation, on host and device.
