@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Where a whole decode step's time goes: step bench results + `fusebench profile` of the same step.
 
-usage: step_profile_summary.py --bench BENCH.json[.gz] [--profile PROFILE.json[.gz]] [--top N]
+usage: step_profile_summary.py --bench BENCH.json[.gz] [--bench ...] [--profile PROFILE.json[.gz]] [--top N]
 
-From the bench JSON (kind bench, run = "step" cases): per variant and context the graph-replay median,
-tok/s, % of the copy roofline and the launch count. From the profile JSON (kind profile): per step case
+From the bench or check JSONs of whole-step cases: per scenario, variant, tokens and context the
+graph-replay median, tok/s, % of the copy roofline, the launch count and the verdict (the tok/s
+table scripts/gpu-check.d/step.sh and qwen.sh write; missing files are skipped). From the profile JSON (kind profile): per step case
 the kernel time of the one eager step that `fusebench profile` attributes to NVTX ranges (the graph
 replays that follow carry no ranges and are reported as "outside"), split into matvec / attention /
 other by range name, the ranges with the most time, and the difference between that kernel sum and
@@ -17,6 +18,7 @@ Exit status: 0 printed a summary; 2 unreadable or mismatched input.
 import argparse
 import gzip
 import json
+import os
 import re
 import sys
 from collections import defaultdict
@@ -46,32 +48,33 @@ CASE_RE = re.compile(r"\b(fused|unfused) ctx (\d+)")
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bench", required=True)
+    ap.add_argument("--bench", required=True, action="append")
     ap.add_argument("--profile")
     ap.add_argument("--top", type=int, default=12)
     a = ap.parse_args()
     try:
-        bench = load(a.bench)
+        benches = [load(b) for b in a.bench if os.path.exists(b)]
         prof = load(a.profile) if a.profile else None
     except (OSError, ValueError) as e:
         print(f"step_profile_summary: {e}", file=sys.stderr)
         return 2
 
-    replay = {}  # (variant, ctx) -> median ms
-    print(f"{'scenario':26} {'variant':8} {'ctx':>7} {'median ms':>10} {'tok/s':>8} {'%copy':>6} "
+    replay = {}  # (scenario, variant, ctx) -> median ms
+    print(f"{'scenario':30} {'variant':8} {'T':>5} {'ctx':>7} {'median ms':>10} {'tok/s':>9} {'%copy':>6} "
           f"{'launches':>8} verdict")
-    for c in bench.get("cases", []):
-        if c.get("scenario") == "builtin":
-            continue
-        med = ((c.get("hot") or {}).get("summary") or {}).get("median_ms")
-        launches = (c.get("shape") or {}).get("launches")
-        if med is not None:
-            replay[(c["variant"], int(c["context"]))] = med
-        tok, pct = c.get("tok_s"), c.get("copy_roofline_pct")
-        print(f"{c['scenario']:26} {c['variant']:8} {c['context']:>7} "
-              f"{'-' if med is None else f'{med:.3f}':>10} {'-' if tok is None else f'{tok:.1f}':>8} "
-              f"{'-' if pct is None else f'{pct:.1f}':>6} {'-' if launches is None else launches:>8} "
-              f"{c['verdict']} {c.get('error', '')[:60]}")
+    for bench in benches:
+        for c in bench.get("cases", []):
+            if c.get("scenario") == "builtin":  # check's built-in format/fusion rows: no step in them
+                continue
+            med = ((c.get("hot") or {}).get("summary") or {}).get("median_ms")
+            launches = (c.get("shape") or {}).get("launches")
+            if med is not None:
+                replay[(c["scenario"], c["variant"], int(c["context"]))] = med
+            tok, pct = c.get("tok_s"), c.get("copy_roofline_pct")
+            print(f"{c['scenario']:30} {c['variant']:8} {c['tokens']:>5} {c['context']:>7} "
+                  f"{'-' if med is None else f'{med:.3f}':>10} {'-' if tok is None else f'{tok:.1f}':>9} "
+                  f"{'-' if pct is None else f'{pct:.1f}':>6} {'-' if launches is None else launches:>8} "
+                  f"{c['verdict']} {c.get('error', '')[:80]}")
 
     if prof is None:
         return 0
@@ -87,8 +90,9 @@ def main():
         print(f"\n{g['name']}")
         print(f"  one eager step: {calls} kernels, {total_ms:.3f} ms of kernel time in ranges "
               f"({g.get('outside_ranges_ns', 0) / 1e6:.1f} ms outside ranges: the graph replays)")
-        if m and (m.group(1), int(m.group(2))) in replay:
-            med = replay[(m.group(1), int(m.group(2)))]
+        key = (g["name"].split()[0], m.group(1), int(m.group(2))) if m else None
+        if key in replay:
+            med = replay[key]
             print(f"  replay median {med:.3f} ms - kernel sum {total_ms:.3f} ms = {med - total_ms:+.3f} ms "
                   f"({(med - total_ms) * 1e3 / max(calls, 1):+.2f} us per launch)")
         by_cat = defaultdict(lambda: [0, 0])

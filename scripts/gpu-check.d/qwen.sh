@@ -50,24 +50,8 @@ if [[ -f $out/qwen-attn.json ]]; then
   python3 "$here/../summarize_results.py" "$out/qwen-attn.json" >"$out/qwen-attn-summary.txt" 2>&1 || rc=1
   cat "$out/qwen-attn-summary.txt"
 fi
-python3 - "$out" >"$out/qwen-tok-s.txt" <<'PY'
-import json, os, sys
-out = sys.argv[1]
-print(f"{'scenario':30} {'variant':8} {'T':>5} {'ctx':>7} {'median ms':>10} {'tok/s':>9} {'%copy':>6} {'launches':>8} verdict")
-for name in ("qwen-step-tiny.json", "qwen-step-decode.json", "qwen-step-prefill.json"):
-    path = os.path.join(out, name)
-    if not os.path.exists(path):
-        continue
-    for c in json.load(open(path)).get("cases", []):
-        hot = c.get("hot") or {}
-        med = (hot.get("summary") or {}).get("median_ms")
-        tok = c.get("tok_s")
-        pct = c.get("copy_roofline_pct")
-        launches = (c.get("shape") or {}).get("launches", "-")
-        print(f"{c['scenario']:30} {c['variant']:8} {c['tokens']:>5} {c['context']:>7} "
-              f"{'-' if med is None else f'{med:.3f}':>10} {'-' if tok is None else f'{tok:.1f}':>9} "
-              f"{'-' if pct is None else f'{pct:.1f}':>6} {str(launches):>8} {c['verdict']} {c.get('error', '')[:80]}")
-PY
+python3 "$here/../step_profile_summary.py" --bench "$out/qwen-step-tiny.json" \
+  --bench "$out/qwen-step-decode.json" --bench "$out/qwen-step-prefill.json" >"$out/qwen-tok-s.txt" || rc=1
 cat "$out/qwen-tok-s.txt"
 for f in "$out"/qwen-step-*.json "$out"/qwen-attn.json; do [[ -f $f ]] && gzip -f "$f"; done
 exit $rc

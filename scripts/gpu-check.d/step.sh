@@ -26,25 +26,8 @@ rc=0
   >"$out/step-decode.log" 2>&1 || rc=1
 "$fb" bench --scenario gemma4-31b-prefill-step --tokens "${STEP_PREFILL_TOKENS:-512}" --min-seconds "$min_s" \
   --json "$out/step-prefill.json" >"$out/step-prefill.log" 2>&1 || rc=1
-python3 - "$out" >"$out/step-tok-s.txt" <<'PY'
-import json, os, sys
-out = sys.argv[1]
-print(f"{'scenario':28} {'variant':8} {'T':>5} {'ctx':>7} {'median ms':>10} {'tok/s':>9} {'%copy':>6} verdict")
-for name in ("step-tiny.json", "step-decode.json", "step-prefill.json"):
-    path = os.path.join(out, name)
-    if not os.path.exists(path):
-        continue
-    for c in json.load(open(path)).get("cases", []):
-        if c["scenario"] == "builtin":  # check's built-in format/fusion rows: no step in them
-            continue
-        hot = c.get("hot") or {}
-        med = (hot.get("summary") or {}).get("median_ms")
-        tok = c.get("tok_s")
-        pct = c.get("copy_roofline_pct")
-        print(f"{c['scenario']:28} {c['variant']:8} {c['tokens']:>5} {c['context']:>7} "
-              f"{'-' if med is None else f'{med:.3f}':>10} {'-' if tok is None else f'{tok:.1f}':>9} "
-              f"{'-' if pct is None else f'{pct:.1f}':>6} {c['verdict']} {c.get('error', '')[:80]}")
-PY
+python3 "$(dirname "${BASH_SOURCE[0]}")/../step_profile_summary.py" --bench "$out/step-tiny.json" \
+  --bench "$out/step-decode.json" --bench "$out/step-prefill.json" >"$out/step-tok-s.txt" || rc=1
 cat "$out/step-tok-s.txt"
 for f in "$out"/step-*.json; do [[ -f $f ]] && gzip -f "$f"; done
 exit $rc
