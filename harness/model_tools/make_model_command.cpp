@@ -21,6 +21,7 @@ struct MakeModelArgs {
   uint64_t seed = 0;
   std::string recipe = "q4_k_m";
   unsigned threads = 0;
+  std::string weights = "quantized";
   std::string out;
   bool quiet = false;
 };
@@ -46,13 +47,15 @@ void run_make_model(const MakeModelArgs& a) {
                    fmt::format("{} needs {:.2f} GiB, only {:.2f} GiB free in {}", a.out, total / 1073741824.0,
                                space.available / 1073741824.0, parent.string()));
   }
-  fmt::print(stderr, "make-model: {} ({}), recipe {}, seed {}: {} tensors, {:.3f} GiB -> {}\n", config.name,
-             config.scale_name(), to_string(recipe), a.seed, specs.size(), total / 1073741824.0, a.out);
+  fmt::print(stderr, "make-model: {} ({}), recipe {}, weights {}, seed {}: {} tensors, {:.3f} GiB -> {}\n",
+             config.name, config.scale_name(), to_string(recipe), a.weights, a.seed, specs.size(),
+             total / 1073741824.0, a.out);
 
   MakeModelOptions opt;
   opt.seed = a.seed;
   opt.recipe = recipe;
   opt.threads = a.threads;
+  opt.fill = a.weights == "quantized" ? WeightFill::quantized : WeightFill::block_sampled;
   const auto t0 = std::chrono::steady_clock::now();
   uint64_t done = 0;
   double last_report = -1.0;
@@ -102,6 +105,13 @@ void add_make_model_command(CLI::App& app) {
                   "q4_k_m: llama-quant's Q4_K_M type mix; q4_k: all weights Q4_K (output Q6_K), so every\n"
                   "load-time fusion applies")
       ->check(CLI::IsMember({"q4_k_m", "q4_k"}))
+      ->capture_default_str();
+  cmd->add_option(
+         "--weights", args->weights,
+         "quantized: every row quantized from seeded floats; block-sampled: the first 256 rows of\n"
+         "each quantized tensor made so, later rows sampled block by block from them (valid blocks,\n"
+         "same distribution, ~disk speed; for timing and fused-vs-unfused checks)")
+      ->check(CLI::IsMember({"quantized", "block-sampled"}))
       ->capture_default_str();
   cmd->add_option("--threads", args->threads, "quantization threads (0 = all cores)")->capture_default_str();
   cmd->add_option("-o,--output", args->out, "output .gguf path (written via a temp file, then renamed)")

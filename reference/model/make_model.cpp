@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <mutex>
@@ -88,7 +89,21 @@ void parallel_for(int64_t n, unsigned threads, Fn&& fn) {
   if (error) std::rethrow_exception(error);
 }
 
+// Row r >= pool of a block-sampled tensor: block b is block b of pool row pick(r, b).
+void sample_row(const uint8_t* pool, int64_t pool_rows, const CounterRng& rng, int64_t row, int64_t blocks,
+                size_t block_bytes, uint8_t* dst) {
+  const size_t row_bytes = static_cast<size_t>(blocks) * block_bytes;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint64_t pick =
+        rng.bits(static_cast<uint64_t>(row) * static_cast<uint64_t>(blocks) + static_cast<uint64_t>(b)) %
+        static_cast<uint64_t>(pool_rows);
+    std::memcpy(dst + b * block_bytes, pool + pick * row_bytes + b * block_bytes, block_bytes);
+  }
+}
+
 }  // namespace
+
+const char* to_string(WeightFill f) { return f == WeightFill::quantized ? "quantized" : "block-sampled"; }
 
 MakeModelResult make_model(const ModelConfig& config, const std::filesystem::path& out,
                            const MakeModelOptions& options) {
@@ -100,6 +115,7 @@ MakeModelResult make_model(const ModelConfig& config, const std::filesystem::pat
   for (GgufKv& kv : model_metadata(config, options.recipe, options.seed)) {
     writer.add_kv(std::move(kv.key), std::move(kv.value));
   }
+  writer.add_kv("fusebench.weights", GgufValue{std::string(to_string(options.fill))});
   for (const TensorSpec& s : specs) writer.add_tensor(s.name, s.type, s.ne);
   writer.begin_data();
 
@@ -110,23 +126,38 @@ MakeModelResult make_model(const ModelConfig& config, const std::filesystem::pat
     const int64_t cols = s.ne[0];
     const int64_t rows = s.n_rows();
     const uint64_t row_bytes = ggml_row_bytes(s.type, cols);
-    // Rows per work item: enough to amortise thread start-up, few enough to spread over threads.
     const int64_t rows_per_batch =
         std::max<int64_t>(1, std::min<int64_t>(rows, static_cast<int64_t>(options.chunk_bytes / row_bytes)));
-    const int64_t rows_per_item = std::max<int64_t>(1, rows_per_batch / (4 * static_cast<int64_t>(threads)));
-    for (int64_t r0 = 0; r0 < rows; r0 += rows_per_batch) {
-      const int64_t nr = std::min(rows_per_batch, rows - r0);
+    const GgmlTypeInfo& info = ggml_type_info(s.type);
+    const bool sampled =
+        options.fill == WeightFill::block_sampled && info.block_elems > 1 && rows > kSampledPoolRows;
+    const int64_t pool_rows = sampled ? kSampledPoolRows : 0;
+    std::vector<uint8_t> pool;  // the first pool_rows rows, quantized (also written as rows 0..)
+    const CounterRng pick_rng(options.seed, fnv1a64(s.name.data(), s.name.size()) ^ 0x5A3D1E0Bull);
+    // A sampled tensor's first batch is exactly the pool, so no row samples a pool row still being made.
+    for (int64_t r0 = 0, nr = 0; r0 < rows; r0 += nr) {
+      nr = sampled && r0 == 0 ? pool_rows : std::min(rows_per_batch, rows - r0);
       batch.resize(static_cast<size_t>(nr) * row_bytes);
+      // Rows per work item: enough to amortise thread start-up, few enough to spread over threads.
+      const int64_t rows_per_item = std::max<int64_t>(1, nr / (4 * static_cast<int64_t>(threads)));
       const int64_t items = (nr + rows_per_item - 1) / rows_per_item;
       parallel_for(items, threads, [&](int64_t item) {
         const int64_t a = item * rows_per_item;
         const int64_t b = std::min(nr, a + rows_per_item);
         std::vector<float> values(static_cast<size_t>(cols));
         for (int64_t r = a; r < b; ++r) {
-          generate_tensor_rows(s, options.seed, r0 + r, 1, values.data());
-          quantize(s.type, values.data(), batch.data() + static_cast<size_t>(r) * row_bytes, cols);
+          uint8_t* dst = batch.data() + static_cast<size_t>(r) * row_bytes;
+          if (r0 + r < pool_rows || !sampled) {
+            generate_tensor_rows(s, options.seed, r0 + r, 1, values.data());
+            quantize(s.type, values.data(), dst, cols);
+          } else {
+            sample_row(pool.data(), pool_rows, pick_rng, r0 + r, cols / info.block_elems, info.block_bytes,
+                       dst);
+          }
         }
       });
+      if (sampled && r0 == 0)
+        pool.assign(batch.begin(), batch.begin() + static_cast<ptrdiff_t>(pool_rows * row_bytes));
       writer.append(batch);
     }
     result.n_params += static_cast<uint64_t>(s.n_elements());

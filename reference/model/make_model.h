@@ -14,9 +14,20 @@
 
 namespace fb {
 
+// How quantized tensors are filled. `quantized`: every row is quantize(generate_tensor_rows(row)).
+// `block_sampled`: the first kSampledPoolRows rows of each block-quantized tensor are made that way
+// and every later row is a seeded random pick, block column by block column, of those rows' blocks:
+// valid blocks with the same value distribution, written at disk speed instead of the quantizers'
+// (a full-scale qwen3.5-moe takes ~7 min quantized on 16 cores). For timing and for fused-vs-unfused
+// checks on identical weights; the file records it as fusebench.weights = "block-sampled".
+enum class WeightFill { quantized, block_sampled };
+inline constexpr int64_t kSampledPoolRows = 256;
+const char* to_string(WeightFill f);
+
 struct MakeModelOptions {
   uint64_t seed = 0;
   QuantRecipe recipe = QuantRecipe::q4_k_m;
+  WeightFill fill = WeightFill::quantized;
   unsigned threads = 0;                // 0: std::thread::hardware_concurrency()
   uint64_t chunk_bytes = 64ull << 20;  // output bytes per parallel batch
   // Called after each tensor with (index, count, spec); for progress on stderr.

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "reference/formats/dequantize.h"
+#include "reference/formats/ggml_type.h"
 #include "reference/formats/quantize.h"
 #include "reference/gguf/gguf_file.h"
 
@@ -90,6 +91,61 @@ TEST_F(MakeModelTest, DeterministicForASeedWhateverTheThreadsAndChunks) {
   make_model(c, m_dir / "d.gguf", d);
   EXPECT_FALSE(slurp(m_dir / "a.gguf") == slurp(m_dir / "d.gguf"))
       << "a different seed must change the weights";
+}
+
+// Block-sampled fill: the pool rows are the quantized model's, every later block is the same
+// column's block of some pool row, the file says how it was made, and threads do not change it.
+TEST_F(MakeModelTest, BlockSampledRowsAreBlocksOfTheQuantizedPoolRows) {
+  const ModelConfig c = model_config(ModelFamily::qwen35moe, ModelScale::tiny);
+  MakeModelOptions q;
+  q.seed = 7;
+  MakeModelOptions sa = q;
+  sa.fill = WeightFill::block_sampled;
+  sa.threads = 1;
+  MakeModelOptions sb = sa;
+  sb.threads = 3;
+  sb.chunk_bytes = 5000;
+  make_model(c, m_dir / "q.gguf", q);
+  make_model(c, m_dir / "sa.gguf", sa);
+  make_model(c, m_dir / "sb.gguf", sb);
+  EXPECT_TRUE(slurp(m_dir / "sa.gguf") == slurp(m_dir / "sb.gguf")) << "threads/chunking changed the bytes";
+  const GgufFile fq = GgufFile::open(m_dir / "q.gguf");
+  const GgufFile fs_ = GgufFile::open(m_dir / "sa.gguf");
+  EXPECT_EQ(fq.get_string("fusebench.weights"), "quantized");
+  EXPECT_EQ(fs_.get_string("fusebench.weights"), "block-sampled");
+  int sampled_tensors = 0;
+  for (size_t i = 0; i < fq.tensors().size(); ++i) {
+    const GgufTensorInfo& t = fq.tensors()[i];
+    const auto& info = ggml_type_info(static_cast<GgmlType>(t.type));
+    const auto a = fq.tensor_data(t);
+    const auto b = fs_.tensor_data(fs_.tensors()[i]);
+    ASSERT_EQ(a.size(), b.size()) << t.name;
+    int64_t rows = 1;
+    for (size_t d = 1; d < t.ne.size(); ++d) rows *= t.ne[d];
+    if (info.block_elems == 1 || rows <= kSampledPoolRows) {
+      EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size())) << t.name << ": not sampled, must be quantized";
+      continue;
+    }
+    ++sampled_tensors;
+    const size_t row_bytes = a.size() / static_cast<size_t>(rows);
+    const size_t pool_bytes = kSampledPoolRows * row_bytes;
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), pool_bytes)) << t.name << ": pool rows differ";
+    EXPECT_NE(0, std::memcmp(a.data() + pool_bytes, b.data() + pool_bytes, a.size() - pool_bytes))
+        << t.name << ": sampled rows equal the quantized ones";
+    const size_t bb = info.block_bytes;
+    const size_t blocks = row_bytes / bb;
+    for (int64_t r = kSampledPoolRows; r < rows; r += 37) {
+      for (size_t k = 0; k < blocks; ++k) {
+        const uint8_t* blk = b.data() + static_cast<size_t>(r) * row_bytes + k * bb;
+        bool found = false;
+        for (int64_t p = 0; p < kSampledPoolRows && !found; ++p)
+          found = std::memcmp(blk, a.data() + static_cast<size_t>(p) * row_bytes + k * bb, bb) == 0;
+        ASSERT_TRUE(found) << t.name << " row " << r << " block " << k << ": not a pool block of its column";
+      }
+    }
+  }
+  EXPECT_GT(sampled_tensors, 0)
+      << "the tiny model has no tensor larger than the pool: the test checks nothing";
 }
 
 TEST_F(MakeModelTest, GeneratedWeightsHaveRealisticScales) {
