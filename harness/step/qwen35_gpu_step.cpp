@@ -288,7 +288,6 @@ struct Qwen35GpuStep::Impl {
   std::vector<LayerState> states;
   cuda::RopeParams rope;
   int slots = 0;
-  int64_t gemm2_chunk = 1;              // tokens per fused GEMM2 launch (its shared-memory bound)
   int64_t sub_begin = 0, sub_end = -1;  // diagnosis: sublayers enqueued (-1 = to the end)
   bool record_routing = false;
   DeviceBuffer<int32_t> rec_ids, forced_ids;  // [layers][T * slots]
@@ -317,7 +316,6 @@ Qwen35GpuStep::Qwen35GpuStep(std::shared_ptr<const Qwen35DeviceWeights> w, int64
   const int64_t H = c.hidden, nq = q.n_heads * q.head_dim, kvc = q.n_kv_heads * q.head_dim;
   const int64_t I = q.expert_intermediate;
   m->slots = static_cast<int>(q.top_k + 1);
-  m->gemm2_chunk = std::max<int64_t>(1, 32768 / (m->slots * I));
   m->tokens = DeviceBuffer<int32_t>(T);
   m->pos = DeviceBuffer<int32_t>(T);
   std::vector<int32_t> pos(static_cast<size_t>(T));
@@ -471,6 +469,38 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
   auto quantize = [&](const bf16* in, int64_t k) {
     if (!M.prefill) L_("quantize_q8", [&] { cuda::quantize_activations_q8(in, 1, k, M.q8.get(), s); });
   };
+  // Fused variant, layer seams: a sublayer's residual add waits (pending) and runs inside the next
+  // norm, which also quantizes its output for the decode matvec (add_rms_norm_q8: the same bits as
+  // add -> rms_norm -> quantize). A range of sublayers always ends with x complete (flush_pending),
+  // so the sublayer diagnosis sees the residual it expects.
+  const bf16* pending = nullptr;
+  bool xn_quantized = false;  // M.q8 holds quantize(xn)
+  auto residual = [&](const bf16* h) {
+    if (fused) {
+      pending = h;
+      return;
+    }
+    L_("residual_add", [&] { cuda::add(M.x.get(), h, M.x.get(), T * H, s); });
+  };
+  auto flush_pending = [&] {
+    if (pending == nullptr) return;
+    L_("residual_add", [&] { cuda::add(M.x.get(), pending, M.x.get(), T * H, s); });
+    pending = nullptr;
+  };
+  // xn = norm(x) (+ q8 = quantize(xn) when given), taking a pending residual add along.
+  auto norm = [&](const char* name, const float* w, Q8Block* q8) {
+    if (!fused) {
+      L_(name,
+         [&] { cuda::rms_norm(M.x.get(), w, cuda::NormWeight::one_plus, eps, M.xn.get(), T, int(H), s); });
+      return;
+    }
+    const std::string fused_name = pending ? std::string("residual_add+") + name : std::string(name);
+    L_(fused_name.c_str(), [&] {
+      cuda::add_rms_norm_q8(M.x.get(), pending, w, cuda::NormWeight::one_plus, eps, M.xn.get(), q8, T, int(H),
+                            s);
+    });
+    pending = nullptr;
+  };
   auto linear = [&](const char* name, const DevMat& wm, const bf16* in, bf16* out) {
     quantize(in, wm.mv.k);
     linear_q8(name, wm, in, out, wm.mv.n);
@@ -479,7 +509,7 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
   // columns (decode: the same activation quantization, so the same bits; rows are independent).
   auto projection = [&](const char* fused_name, const char* part_name, const Qwen35DeviceWeights::Layer& L,
                         int64_t ld) {
-    quantize(M.xn.get(), H);
+    if (!xn_quantized) quantize(M.xn.get(), H);
     if (fused && L.has_fused) {
       linear_q8(fused_name, L.fused, M.xn.get(), M.proj.get(), ld);
       return;
@@ -501,9 +531,8 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
     const bool run_mixer = static_cast<int64_t>(2 * li) >= M.sub_begin;
     const bool run_moe = static_cast<int64_t>(2 * li + 1) < sub_end;
     if (run_mixer) {
-      L_("attn_norm", [&] {
-        cuda::rms_norm(M.x.get(), L.attn_norm, cuda::NormWeight::one_plus, eps, M.xn.get(), T, int(H), s);
-      });
+      norm("attn_norm", L.attn_norm, fused && !M.prefill ? M.q8.get() : nullptr);
+      xn_quantized = fused && !M.prefill;
       if (L.full) {
         projection("qkv_proj", "q_k_v_proj", L, M.ld_attn);
         if (fused) {
@@ -574,12 +603,17 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
         });
         linear("ssm_out", L.out, M.gnorm.get(), M.h.get());
       }
-      L_("residual_add", [&] { cuda::add(M.x.get(), M.h.get(), M.x.get(), T * H, s); });
+      xn_quantized = false;
+      residual(M.h.get());
     }
-    if (!run_moe) continue;
-    L_("post_attention_norm", [&] {
-      cuda::rms_norm(M.x.get(), L.post_norm, cuda::NormWeight::one_plus, eps, M.xn.get(), T, int(H), s);
-    });
+    if (!run_moe) {
+      flush_pending();
+      continue;
+    }
+    // Prefill, fused: the norm writes the MoE's activation quantization (moe_quantize_q8 has the
+    // same contract and bits); decode's GEMM1 quantizes the token itself.
+    const bool norm_quantizes_moe = fused && M.prefill;
+    norm("post_attention_norm", L.post_norm, norm_quantizes_moe ? M.q8_moe.get() : nullptr);
     // Sparse MoE with the shared expert as slot top_k (expert id E, weight sigmoid(w_sh . x)).
     L_("moe_router", [&] {
       cuda::moe_router(M.xn.get(), L.router, L.shexp_gate, T, H, int(q.n_experts), int(q.top_k),
@@ -613,7 +647,7 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
         cuda::moe_gemm1_quant(L.w13, M.xn.get(), M.moe_ids.get(), T, M.slots, M.moe_h.get(), 2 * I, 0, s);
       });
     } else if (fused) {
-      quantize_x();
+      if (!norm_quantizes_moe) quantize_x();
       L_("moe_gemm1", [&] {
         cuda::moe_gemm1(L.w13, M.q8_moe.get(), M.moe_ids.get(), T, M.slots, M.moe_h.get(), 2 * I, 0, s);
       });
@@ -621,13 +655,12 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
       quantize_x();
     }
     if (fused) {
-      for (int64_t t0 = 0; t0 < T; t0 += M.gemm2_chunk) {
-        const int64_t tc = std::min(M.gemm2_chunk, T - t0);
-        L_("moe_gemm2_silu", [&] {
-          cuda::moe_gemm2_silu(L.w2, M.moe_h.get() + t0 * M.slots * 2 * I, M.moe_ids.get() + t0 * M.slots,
-                               M.moe_weights.get() + t0 * M.slots, tc, M.slots, M.moe_y.get() + t0 * H, s);
-        });
-      }
+      // One launch for all T tokens: GEMM2's shared-memory bound is per token (slots * k), each
+      // block holding only its own token's activations.
+      L_("moe_gemm2_silu", [&] {
+        cuda::moe_gemm2_silu(L.w2, M.moe_h.get(), M.moe_ids.get(), M.moe_weights.get(), T, M.slots,
+                             M.moe_y.get(), s);
+      });
     } else {
       L_("moe_gemm1_gate", [&] {
         cuda::moe_gemm1(L.w_gate, M.q8_moe.get(), M.moe_ids.get(), T, M.slots, M.moe_h.get(), 2 * I, 0, s);
@@ -642,18 +675,28 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
         cuda::moe_weighted_sum(M.moe_acc.get(), M.moe_weights.get(), T, M.slots, H, M.moe_y.get(), s);
       });
     }
-    L_("residual_add", [&] { cuda::add(M.x.get(), M.moe_y.get(), M.x.get(), T * H, s); });
+    residual(M.moe_y.get());
   }
+  // x is whole after every enqueue (residual() reads it), so the last add is never folded away.
+  flush_pending();
   if (sub_end < n_sub) {
     m_launches = launches;
     return;
   }
-  // Final norm and lm_head on the last token only (W4A8 matvec at decode and prefill alike).
-  L_("output_norm", [&] {
-    cuda::rms_norm(M.x.get() + (T - 1) * H, W.output_norm, cuda::NormWeight::one_plus, eps, M.xn.get(), 1,
-                   int(H), s);
-  });
-  L_("quantize_q8", [&] { cuda::quantize_activations_q8(M.xn.get(), 1, H, M.q8.get(), s); });
+  // Final norm and lm_head on the last token only (W4A8 matvec at decode and prefill alike); fused,
+  // the norm quantizes for the lm_head itself.
+  if (fused) {
+    L_("output_norm", [&] {
+      cuda::add_rms_norm_q8(M.x.get() + (T - 1) * H, nullptr, W.output_norm, cuda::NormWeight::one_plus, eps,
+                            M.xn.get(), M.q8.get(), 1, int(H), s);
+    });
+  } else {
+    L_("output_norm", [&] {
+      cuda::rms_norm(M.x.get() + (T - 1) * H, W.output_norm, cuda::NormWeight::one_plus, eps, M.xn.get(), 1,
+                     int(H), s);
+    });
+    L_("quantize_q8", [&] { cuda::quantize_activations_q8(M.xn.get(), 1, H, M.q8.get(), s); });
+  }
   L_("lm_head",
      [&] { cuda::w4a8_matvec(W.lm_head.mv, M.q8.get(), 1, M.logits.get(), cuda::MatvecEpilogue::none, s); });
   m_launches = launches;

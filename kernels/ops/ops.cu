@@ -119,7 +119,7 @@ __device__ __forceinline__ float row_sum(float s, int tpr, float* partials) {
   return r;
 }
 
-enum class NormKind { plain, rope, residual };
+enum class NormKind { plain, rope, residual, add };
 
 struct NormArgs {
   const bf16* in = nullptr;     // the normalized tensor (h for the residual kind)
@@ -133,7 +133,52 @@ struct NormArgs {
   const int32_t* pos = nullptr;  // rope kind: row r is token r / heads
   int heads = 1;
   const float* scalar = nullptr;  // residual kind, optional
+  // add kind: in = x (the residual stream); addend (optional) is added first, the sum written back
+  // through x_out (= in); q8 (optional) receives the quantized norm output.
+  const bf16* addend = nullptr;
+  bf16* x_out = nullptr;
+  Q8Block* q8 = nullptr;
 };
+
+// The quantize of fb::cuda::quantize_activations_q8 on a thread's 8 values, 4 threads per 32-value
+// block: amax over the block, d = amax / 127, q = rn(v / d) clamped, the two 16-value integer sums.
+// Every step is elementwise or an order-free max / integer sum, so the bits match that kernel.
+// blk null: take part in the shuffles, store nothing.
+__device__ __forceinline__ void quantize8_q8(const float y[kVec], int t, Q8Block* blk) {
+  float amax = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) amax = fmaxf(amax, fabsf(y[k]));
+  amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 1));
+  amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 2));
+  const float d = __fdiv_rn(amax, 127.0f);
+  const float inv = d != 0.0f ? __frcp_rn(d) : 0.0f;
+  const int part = t & 3;  // elements 8 * part .. 8 * part + 7 of the block
+  int sum = 0;
+  int8_t q[kVec];
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) {
+    const int v = max(-128, min(127, __float2int_rn(__fmul_rn(y[k], inv))));
+    q[k] = static_cast<int8_t>(v);
+    sum += v;
+  }
+  sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);  // threads 0,1 hold elements 0..15; 2,3 hold 16..31
+  // Elements 8p + 2j go to qs_even[4p + j], 8p + 2j + 1 to qs_odd[4p + j]: one 4-byte store each.
+  uint32_t even = 0, odd = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    even |= uint32_t{static_cast<uint8_t>(q[2 * j])} << (8 * j);
+    odd |= uint32_t{static_cast<uint8_t>(q[2 * j + 1])} << (8 * j);
+  }
+  if (blk == nullptr) return;
+  reinterpret_cast<uint32_t*>(blk->qs_even)[part] = even;
+  reinterpret_cast<uint32_t*>(blk->qs_odd)[part] = odd;
+  if (part == 0) {
+    blk->d = d;
+    blk->sum_lo = sum;
+    blk->pad = 0;
+  }
+  if (part == 2) blk->sum_hi = sum;
+}
 
 template <NormKind kKind>
 __global__ void __launch_bounds__(1024) norm_kernel(const NormArgs a, const __grid_constant__ RopeParams rp) {
@@ -144,6 +189,15 @@ __global__ void __launch_bounds__(1024) norm_kernel(const NormArgs a, const __gr
   const int64_t off = row * a.cols + t * kVec;
   float v[kVec] = {};
   if (live) load8(a.in + off, v);
+  if constexpr (kKind == NormKind::add) {
+    if (live && a.addend != nullptr) {
+      float h[kVec];
+      load8(a.addend + off, h);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) v[k] = round_bf(__fadd_rn(v[k], h[k]));  // fb::cuda::add's bits
+      store8(a.x_out + off, v);
+    }
+  }
   float ss = 0.0f;
 #pragma unroll
   for (int k = 0; k < kVec; ++k) ss = __fadd_rn(ss, __fmul_rn(v[k], v[k]));
@@ -170,6 +224,11 @@ __global__ void __launch_bounds__(1024) norm_kernel(const NormArgs a, const __gr
       for (int k = 0; k < kVec; ++k) p[k] = rowbuf[pd + k];
       rope8(y, p, d0, a.pos[row / a.heads], rp);
     }
+  }
+  if constexpr (kKind == NormKind::add) {
+    // Every thread of the warp takes part in the shuffles (dead ones hold zeros); with cols % 32 == 0
+    // a block's 4 threads are all live or all dead, and only live ones store.
+    if (a.q8 != nullptr) quantize8_q8(y, t, live ? a.q8 + (row * a.cols + t * kVec) / 32 : nullptr);
   }
   if (!live) return;
   if constexpr (kKind == NormKind::residual) {
@@ -425,6 +484,19 @@ void residual_norm_scale(const bf16* x, const bf16* h, const float* w, float eps
   a.cols = cols;
   a.scalar = d_scalar;
   launch_norm<NormKind::residual>("residual_norm_scale", a, RopeParams{}, stream);
+}
+
+void add_rms_norm_q8(bf16* x, const bf16* h, const float* w, NormWeight mode, float eps, bf16* out,
+                     Q8Block* q8, int64_t rows, int cols, cudaStream_t stream) {
+  const char* fn = "add_rms_norm_q8";
+  require(x != nullptr && aligned16(x) && (h == nullptr || aligned16(h)), fn, "null or misaligned x / h");
+  require(q8 == nullptr || (cols % 32 == 0 && reinterpret_cast<uintptr_t>(q8) % 16 == 0), fn,
+          "q8 needs cols % 32 == 0 and a 16-byte aligned buffer");
+  require(out != x && out != h, fn, "out must not alias x or h");
+  NormArgs a;
+  a.in = x, a.x_out = x, a.addend = h, a.w = w, a.mode = mode, a.eps = eps, a.out = out, a.q8 = q8;
+  a.rows = rows, a.cols = cols;
+  launch_norm<NormKind::add>(fn, a, RopeParams{}, stream);
 }
 
 bool embed_supported(GgmlType type) { return type == GgmlType::Q6_K || type == GgmlType::BF16; }

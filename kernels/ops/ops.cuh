@@ -8,6 +8,7 @@
 //   head_norm_rope            == rms_norm (per head) -> rope
 //   gelu_tanh_mul             == gelu_tanh (gate half) -> mul
 //   residual_norm_scale       == rms_norm -> add -> scale
+//   add_rms_norm_q8           == add -> rms_norm -> quantize_activations_q8 (kernels/gemv)
 // All norms share one reduction (same thread->element map and order for a given `cols`), which is
 // what makes the norm part bit-identical across kernels.
 //
@@ -21,6 +22,7 @@
 #include <cuda_runtime_api.h>
 
 #include "reference/formats/ggml_type.h"
+#include "reference/matvec/q8_block.h"
 
 namespace fb::cuda {
 
@@ -71,6 +73,13 @@ void softcap(const __nv_bfloat16* x, float* out, int64_t n, float cap, cudaStrea
 void residual_norm_scale(const __nv_bfloat16* x, const __nv_bfloat16* h, const float* w, float eps,
                          const float* d_scalar, __nv_bfloat16* out, int64_t rows, int cols,
                          cudaStream_t stream);
+
+// Fused residual add + norm + activation quantize (the qwen3.5 step's layer seams):
+// x = bf16(x + h) in place (h may be null: no add), out = rms_norm(x), q8 (may be null) =
+// quantize_activations_q8(out). Same bits as add -> rms_norm -> quantize_activations_q8.
+// q8 needs cols % 32 == 0 (rows * cols / 32 blocks); out must not alias x or h.
+void add_rms_norm_q8(__nv_bfloat16* x, const __nv_bfloat16* h, const float* w, NormWeight mode, float eps,
+                     __nv_bfloat16* out, Q8Block* q8, int64_t rows, int cols, cudaStream_t stream);
 
 // Embedding gather with dequant-on-gather: table rows in ggml layout (Q6_K: the tied gemma
 // token_embd; BF16 also accepted), out[t, :] = bf16(bf16(row(tokens[t])) * scale), the fp32 scale

@@ -27,6 +27,20 @@ TEST(OpsApi, RejectsBadShapes) {
   EXPECT_THROW(embed(GgmlType::Q6_K, g_buf, 1, 100, g_pos, 1, 1.0f, g_buf, nullptr), std::invalid_argument);
 }
 
+TEST(OpsApi, AddNormQ8RejectsBadArguments) {
+  alignas(16) static Q8Block q8[4];
+  EXPECT_THROW(add_rms_norm_q8(g_buf, g_buf, g_w, NormWeight::direct, 1e-6f, g_buf + 32, q8, 1, 16, nullptr),
+               std::invalid_argument);  // q8 needs cols % 32
+  EXPECT_THROW(add_rms_norm_q8(g_buf, nullptr, g_w, NormWeight::direct, 1e-6f, g_buf, q8, 1, 32, nullptr),
+               std::invalid_argument);  // out aliases x
+  EXPECT_THROW(
+      add_rms_norm_q8(g_buf, g_buf + 32, g_w, NormWeight::direct, 1e-6f, g_buf + 32, nullptr, 1, 32, nullptr),
+      std::invalid_argument);  // out aliases h
+  EXPECT_THROW(add_rms_norm_q8(g_buf + 1, nullptr, g_w, NormWeight::direct, 1e-6f, g_buf + 32, nullptr, 1, 32,
+                               nullptr),
+               std::invalid_argument);  // misaligned x
+}
+
 TEST(OpsApi, RopeParams) {
   const RopeParams full = make_rope_params(512, 512, 64, 512, 1e6);
   EXPECT_EQ(full.inv_freq[0], 1.0f);

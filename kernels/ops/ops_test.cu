@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
+#include "kernels/gemv/w4a8_matvec.cuh"
 #include "kernels/ops/ops.cuh"
 #include "kernels/ops/test_util.h"
 #include "reference/formats/dequantize.h"
@@ -225,6 +227,63 @@ TEST_P(ResidualTest, FusedEqualsUnfusedAndMatchesReference) {
   }
 }
 INSTANTIATE_TEST_SUITE_P(Tokens, ResidualTest, ::testing::Values(1, 4, 512));
+
+// The qwen3.5 step's layer seam: add -> rms_norm -> quantize_activations_q8 in one kernel, bit for
+// bit (x in place, the norm output and the Q8 blocks), with and without the add.
+struct SeamCase {
+  int64_t rows;
+  int cols;
+  cuda::NormWeight mode;
+};
+class AddNormQ8Test : public ::testing::TestWithParam<SeamCase> {};
+
+TEST_P(AddNormQ8Test, FusedEqualsAddNormQuantize) {
+  FB_SKIP_WITHOUT_GPU();
+  const SeamCase c = GetParam();
+  const int64_t n = c.rows * c.cols, blocks = n / 32;
+  const auto x = test::random_bf16(n, kSeed, 12, 4.0f);
+  const auto h = test::random_bf16(n, kSeed, 13, 0.5f);
+  const auto w = norm_weight(c.cols, c.mode, 14);
+  auto dh = upload(test::to_bits(h));
+  auto dw = upload(w);
+  const auto* ph = reinterpret_cast<const __nv_bfloat16*>(dh.get());
+  auto read_q8 = [&](const DeviceBuffer<Q8Block>& q) {
+    std::vector<Q8Block> v(static_cast<size_t>(blocks));
+    FB_CUDA_CHECK(cudaMemcpy(v.data(), q.get(), v.size() * sizeof(Q8Block), cudaMemcpyDeviceToHost));
+    return v;
+  };
+  for (const bool with_add : {true, false}) {
+    const std::string what = "add_rms_norm_q8 rows " + std::to_string(c.rows) + " cols " +
+                             std::to_string(c.cols) + (with_add ? "" : " (no add)");
+    Bf16Buf fx(x), ux(x), fout(n), uout(n);
+    DeviceBuffer<Q8Block> fq(static_cast<size_t>(blocks)), uq(static_cast<size_t>(blocks));
+    FB_CUDA_CHECK(cudaMemset(fq.get(), 0xA5, fq.bytes()));
+    FB_CUDA_CHECK(cudaMemset(uq.get(), 0x5A, uq.bytes()));
+    const float* pw = c.mode == cuda::NormWeight::none ? nullptr : dw.get();
+    cuda::add_rms_norm_q8(fx.get(), with_add ? ph : nullptr, pw, c.mode, kEps, fout.get(), fq.get(), c.rows,
+                          c.cols, nullptr);
+    if (with_add) cuda::add(ux.get(), ph, ux.get(), n, nullptr);
+    cuda::rms_norm(ux.get(), pw, c.mode, kEps, uout.get(), c.rows, c.cols, nullptr);
+    cuda::quantize_activations_q8(uout.get(), c.rows, c.cols, uq.get(), nullptr);
+    test::expect_bit_exact(ux.read(what + " x unfused"), fx.read(what + " x"), what + ": residual x");
+    test::expect_bit_exact(uout.read(what + " unfused"), fout.read(what), what + ": norm output");
+    const auto a = read_q8(uq), b = read_q8(fq);
+    for (int64_t i = 0; i < blocks; ++i) {
+      ASSERT_EQ(0, std::memcmp(&a[i], &b[i], sizeof(Q8Block)))
+          << what << ": Q8 block " << i << " differs (d " << a[i].d << " vs " << b[i].d << ", sums "
+          << a[i].sum_lo << "/" << a[i].sum_hi << " vs " << b[i].sum_lo << "/" << b[i].sum_hi
+          << "); reproduce: ctest -R fb_ops_gpu_test";
+    }
+  }
+}
+// qwen hidden 2048 at decode and prefill, gemma's 5376, tiny rows (sub-warp: 4 and 8 threads a row).
+INSTANTIATE_TEST_SUITE_P(Shapes, AddNormQ8Test,
+                         ::testing::Values(SeamCase{1, 2048, cuda::NormWeight::one_plus},
+                                           SeamCase{4, 2048, cuda::NormWeight::one_plus},
+                                           SeamCase{512, 2048, cuda::NormWeight::one_plus},
+                                           SeamCase{3, 5376, cuda::NormWeight::direct},
+                                           SeamCase{77, 32, cuda::NormWeight::one_plus},
+                                           SeamCase{9, 64, cuda::NormWeight::none}));
 
 class EmbedTest : public ::testing::TestWithParam<GgmlType> {};
 
