@@ -28,7 +28,7 @@ tail -20 "$out/calibration.log"
 "$fb" profile gemma4-31b-decode --context 8192 --tokens 1 --json "$out/profile-decode.json" \
   >"$out/profile-decode.txt" 2>"$out/profile-decode.log" || rc=1
 head -60 "$out/profile-decode.txt"
-gguf=${FUSEBENCH_STEP_GGUF:-$build/gemma4-31b-full.gguf}
+gguf=${FUSEBENCH_STEP_GGUF:-$build/gemma4-31b-full-${GEMMA_WEIGHTS:-block-sampled}.gguf}  # made by step.sh
 if [[ -s $gguf ]]; then
   FUSEBENCH_STEP_GGUF=$gguf "$fb" profile gemma4-31b-decode-step --context 8192 \
     --json "$out/profile-step.json" >"$out/profile-step.txt" 2>"$out/profile-step.log" || rc=1

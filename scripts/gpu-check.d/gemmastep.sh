@@ -8,11 +8,10 @@
 #      kernel count of one eager step (CUPTI + the step's per-launch NVTX ranges);
 #   3. summary.txt (scripts/step_profile_summary.py): tok/s, launches, kernel time by kind and the
 #      top ranges, and replay median minus the eager kernel sum.
-# The GGUF: $FUSEBENCH_STEP_GGUF, else BUILD_DIR/gemma4-31b-full.gguf, the file step.sh uses. When it
-# is missing it is made here with step.sh's command (17.4 GiB; 297 s on the 16-core H200 machine of
-# 2026-11-22, results/nvidia-h200/2026-11-22-session/step-make-model.log), so a first run takes ~6-7
-# min and a run that finds the file ~1-2 min (gpu-check runs this before step.sh, which then reuses
-# the file). timeline.txt records each stage's seconds.
+# The GGUF: $FUSEBENCH_STEP_GGUF, else BUILD_DIR/gemma4-31b-full-block-sampled.gguf (GEMMA_WEIGHTS
+# picks make-model --weights), the file step.sh uses. When it is missing it is made here with
+# step.sh's command: ~20 s block-sampled, 297 s quantized on the 16-core H200 machine (17.4 GiB;
+# results/nvidia-h200/2026-11-22-session/step-make-model.log). timeline.txt records each stage's seconds.
 # Writes into OUTDIR: timeline.txt, make-model.log (when made), decode.json.gz + decode.log,
 # profile.json.gz + profile.txt + profile.log, summary.txt, env-tq4.txt.
 # Exit status: non-zero when a binary is missing, the model cannot be made or a run fails.
@@ -38,11 +37,12 @@ status=0
 t0=$SECONDS
 stage() { echo "$(date -u +%H:%M:%S) +$((SECONDS - t0)) s  $*" | tee -a "$out/timeline.txt"; }
 
-gguf=${FUSEBENCH_STEP_GGUF:-$build/gemma4-31b-full.gguf}
+weights=${GEMMA_WEIGHTS:-block-sampled}  # as step.sh: make-model --weights
+gguf=${FUSEBENCH_STEP_GGUF:-$build/gemma4-31b-full-$weights.gguf}
 [[ $gguf == /* ]] || gguf="$PWD/$gguf"
 if [[ ! -s $gguf ]]; then
   stage "make-model -> $gguf"
-  if ! "$fb" make-model --model gemma4-31b --scale full --seed 1 -o "$gguf.tmp" 2>"$out/make-model.log"; then
+  if ! "$fb" make-model --model gemma4-31b --scale full --weights "$weights" --seed 1 -o "$gguf.tmp" 2>"$out/make-model.log"; then
     stage "make-model FAILED (make-model.log)"
     exit 1
   fi
