@@ -21,6 +21,8 @@ __device__ __forceinline__ float silu(float v) { return __fdiv_rn(v, __fadd_rn(1
 
 // One thread per channel: the 4-input window slides over the T tokens in registers; products are
 // fp32 and summed in tap order (executorch's manual form), SiLU in fp32, the state written once.
+// Tokens go four at a time, their inputs all requested before the first is used: a loop of one
+// token per iteration waits a full load latency per token (T = 4: 3.2 -> 2.7 us back-to-back, H200).
 __global__ void __launch_bounds__(256)
     conv_manual_kernel(const __nv_bfloat16* __restrict__ x, int64_t ldx, int64_t T, int64_t C,
                        __nv_bfloat16* __restrict__ state, const float* __restrict__ w,
@@ -32,8 +34,7 @@ __global__ void __launch_bounds__(256)
   alignas(8) __nv_bfloat16 last[4];
   *reinterpret_cast<uint2*>(last) = *reinterpret_cast<const uint2*>(state + 4 * c);
   float win[4] = {bf(last[0]), bf(last[1]), bf(last[2]), bf(last[3])};
-  for (int64_t t = 0; t < T; ++t) {
-    const __nv_bfloat16 xb = x[t * ldx + c];
+  auto step = [&](__nv_bfloat16 xb, int64_t t) {
     win[0] = win[1], win[1] = win[2], win[2] = win[3], win[3] = bf(xb);
     last[0] = last[1], last[1] = last[2], last[2] = last[3], last[3] = xb;
     float acc = __fmul_rn(win[0], wv.x);
@@ -41,7 +42,16 @@ __global__ void __launch_bounds__(256)
     acc = __fadd_rn(acc, __fmul_rn(win[2], wv.z));
     acc = __fadd_rn(acc, __fmul_rn(win[3], wv.w));
     out[t * C + c] = __float2bfloat16_rn(silu(acc));
+  };
+  int64_t t = 0;
+  for (; t + 4 <= T; t += 4) {
+    __nv_bfloat16 xb[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) xb[j] = x[(t + j) * ldx + c];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) step(xb[j], t + j);
   }
+  for (; t < T; ++t) step(x[t * ldx + c], t);
   *reinterpret_cast<uint2*>(state + 4 * c) = *reinterpret_cast<const uint2*>(last);
 }
 

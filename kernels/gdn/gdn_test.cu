@@ -30,6 +30,7 @@ struct Shape {
 };
 const Shape kFull{"full", 16, 32, 128, 128};
 const Shape kTiny{"tiny", 2, 4, 64, 64};
+const Shape kNarrow{"narrow", 1, 3, 64, 32};  // the smallest dv, an odd head count, 3 v-heads per k-head
 
 cuda::GdnDims dims(const Shape& s) { return {s.k_heads, s.v_heads, s.dk, s.dv, 4}; }
 ref::GdnShape ref_shape(const Shape& s) { return {s.k_heads, s.v_heads, s.dk, s.dv, 4}; }
@@ -233,7 +234,8 @@ TEST(DeltaRuleGraph, ReplayEqualsDirect) {
 INSTANTIATE_TEST_SUITE_P(Gdn, DeltaRuleTest,
                          ::testing::Values(DeltaCase{&kFull, 1}, DeltaCase{&kFull, 4}, DeltaCase{&kFull, 64},
                                            DeltaCase{&kFull, 512}, DeltaCase{&kTiny, 1}, DeltaCase{&kTiny, 8},
-                                           DeltaCase{&kTiny, 100}),
+                                           DeltaCase{&kTiny, 100}, DeltaCase{&kNarrow, 1},
+                                           DeltaCase{&kNarrow, 5}),
                          delta_name);
 
 // ---- gated RMSNorm ------------------------------------------------------------------------------

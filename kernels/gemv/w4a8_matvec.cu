@@ -425,16 +425,78 @@ __device__ __forceinline__ void griddep_launch_dependents() {
 #endif
 }
 
+// The activation quantization done inside the staged kernel (w4a8_matvec_bf16 on the small-K class,
+// see fuse_quantize): per Q8 block 4 lanes of 8 elements (one 16-byte load each) instead of a warp
+// of 1. Bit-exact with quantize_q8_kernel: the amax is a max (any order), then the same d = amax /
+// 127 (__fdiv_rn), inv = 1/d (__frcp_rn), rn(v * inv) clamped, and integer half sums. Writes the
+// planar shared arrays; q8_out (block 0 only) gets the Q8Blocks, so the workspace holds the
+// quantized activations afterwards exactly as with the separate kernel.
+__device__ __forceinline__ uint32_t pack4_i8(int a, int b, int c, int d) {
+  return (static_cast<uint32_t>(a) & 0xFFu) | (static_cast<uint32_t>(b) & 0xFFu) << 8 |
+         (static_cast<uint32_t>(c) & 0xFFu) << 16 | (static_cast<uint32_t>(d) & 0xFFu) << 24;
+}
+__device__ __forceinline__ void quantize_into_smem(const __nv_bfloat16* __restrict__ x, int64_t blocks,
+                                                   uint4* s_e, uint4* s_o, uint4* s_m,
+                                                   Q8Block* __restrict__ q8_out) {
+  const int lane = threadIdx.x & 31, sub = lane & 3;
+  const int64_t per_pass = static_cast<int64_t>(blockDim.x) / 4;
+  for (int64_t base = (threadIdx.x >> 5) * 8; base < blocks; base += per_pass) {  // warp-uniform
+    const int64_t b = base + (lane >> 2);
+    float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (b < blocks) {
+      const uint4 u = *reinterpret_cast<const uint4*>(x + b * 32 + sub * 8);
+      const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        v[2 * j] = __uint_as_float(w[j] << 16);
+        v[2 * j + 1] = __uint_as_float(w[j] & 0xFFFF0000u);
+      }
+    }
+    float amax = fabsf(v[0]);
+#pragma unroll
+    for (int j = 1; j < 8; ++j) amax = fmaxf(amax, fabsf(v[j]));
+    amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 1));
+    amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 2));
+    const float d = __fdiv_rn(amax, 127.0f);
+    const float inv = d != 0.0f ? __frcp_rn(d) : 0.0f;
+    int q[8], sum = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      q[j] = max(-128, min(127, __float2int_rn(__fmul_rn(v[j], inv))));
+      sum += q[j];
+    }
+    sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);          // lanes 0-1: elements 0..15, 2-3: 16..31
+    const int hi = __shfl_xor_sync(0xFFFFFFFFu, sum, 2);  // sub 0 gets the 16..31 sum
+    if (b >= blocks) continue;
+    // Element 8 sub + j: even j -> qs_even byte 4 sub + j/2, odd j -> qs_odd byte 4 sub + j/2.
+    const uint32_t we = pack4_i8(q[0], q[2], q[4], q[6]), wo = pack4_i8(q[1], q[3], q[5], q[7]);
+    reinterpret_cast<uint32_t*>(s_e + b)[sub] = we;
+    reinterpret_cast<uint32_t*>(s_o + b)[sub] = wo;
+    const uint4 meta =
+        make_uint4(__float_as_uint(d), static_cast<uint32_t>(sum), static_cast<uint32_t>(hi), 0u);
+    if (sub == 0) s_m[b] = meta;
+    if (q8_out != nullptr) {
+      uint32_t* qb = reinterpret_cast<uint32_t*>(q8_out + b);
+      qb[sub] = we;
+      qb[4 + sub] = wo;
+      if (sub == 0) reinterpret_cast<uint4*>(q8_out + b)[2] = meta;
+    }
+  }
+}
+
 // Two resident blocks (128 registers) hold 12 fragments at M = 1; with M >= 2 tokens' activations
 // live too, so the 12-fragment variants take the full register file at one block per SM instead of
 // spilling.
 template <int M, int R, int U>
 inline constexpr int kMinBlocks2 = (M >= 2 && (R * U) >= 12) ? 1 : 2;
 
-template <MatvecFormat F, int M, int R, int U>
+// kQuantX: the activations come as bf16 xq and are quantized here (the small-K class); a separate
+// instantiation, so the kernels that copy q8 are the same code as without it.
+template <MatvecFormat F, int M, int R, int U, bool kQuantX>
 __global__ void __launch_bounds__(kWarps2 * 32, kMinBlocks2<M, R, U>)
     matvec_staged_kernel(Args args, const Q8Block* __restrict__ q8, int64_t n, __nv_bfloat16* __restrict__ y,
-                         MatvecEpilogue ep) {
+                         MatvecEpilogue ep, const __nv_bfloat16* __restrict__ xq,
+                         Q8Block* __restrict__ q8_out) {
   static_assert(R % 2 == 0, "a task holds whole [gate, up] pairs");
   using W = Fmt<F>;
   extern __shared__ uint4 s_act[];  // [3][M * units]: even quants, odd quants, {d, sum_lo, sum_hi, pad}
@@ -478,13 +540,17 @@ __global__ void __launch_bounds__(kWarps2 * 32, kMinBlocks2<M, R, U>)
   uint4* s_e = s_act;
   uint4* s_o = s_act + total;
   uint4* s_m = s_act + 2 * total;
-  for (int64_t i = threadIdx.x; i < total; i += blockDim.x) {
-    // Coherent loads: q8 is the PDL predecessor's output, which ld.global.nc (__ldg) may not see
-    // (its contract is data read-only for the kernel's lifetime; see tq4_sdpa.cu load_as_float).
-    const uint4* p = reinterpret_cast<const uint4*>(q8 + i);
-    s_e[i] = __ldcg(p);
-    s_o[i] = __ldcg(p + 1);
-    s_m[i] = __ldcg(p + 2);
+  if constexpr (kQuantX) {
+    quantize_into_smem(xq, total, s_e, s_o, s_m, blockIdx.x == 0 ? q8_out : nullptr);
+  } else {
+    for (int64_t i = threadIdx.x; i < total; i += blockDim.x) {
+      // Coherent loads: q8 is the PDL predecessor's output, which ld.global.nc (__ldg) may not see
+      // (its contract is data read-only for the kernel's lifetime; see tq4_sdpa.cu load_as_float).
+      const uint4* p = reinterpret_cast<const uint4*>(q8 + i);
+      s_e[i] = __ldcg(p);
+      s_o[i] = __ldcg(p + 1);
+      s_m[i] = __ldcg(p + 2);
+    }
   }
   if (threadIdx.x == 0) s_next = kWarps2;
   __syncthreads();
@@ -604,8 +670,18 @@ void launch_matvec(const Args& args, const Q8Block* q8, int64_t n, __nv_bfloat16
 // A software-pipelined form (two fragment buffers, the next chunk in flight during the dp4a work)
 // was measured too and lost everywhere on H200 (1 block/SM at M = 4, 10-30 % slower at M = 1), so
 // it was dropped; scripts/gpu-check.d/matvec.sh re-measures the variants kept here.
-enum Variant { kAuto = 0, kLegacy, kR2U6, kR4U3, kVariantCount };
-constexpr const char* kVariantNames[kVariantCount] = {"auto", "legacy", "r2u6", "r4u3"};
+enum Variant { kAuto = 0, kLegacy, kR2U6, kR4U3, kR6U2, kVariantCount };
+constexpr const char* kVariantNames[kVariantCount] = {"auto", "legacy", "r2u6", "r4u3", "r6u2"};
+
+// How a launch gets its activations. bf16_entry: called from w4a8_matvec_bf16. pdl: q8 comes from
+// our quantize kernel just before on the stream, so the staged kernel may be launched early and load
+// weights before it waits (griddepcontrol.wait) for q8. xq: the staged kernel quantizes these bf16
+// activations itself (no quantize kernel; q8_out receives the Q8Blocks); never with pdl.
+struct Launch {
+  bool bf16_entry = false, pdl = false;
+  const __nv_bfloat16* xq = nullptr;
+  Q8Block* q8_out = nullptr;
+};
 std::atomic<int> g_variant_override{-1};
 
 int env_variant() {
@@ -620,6 +696,19 @@ int env_variant() {
 }
 
 constexpr bool staged_format(MatvecFormat f) { return f != MatvecFormat::q4_k && f != MatvecFormat::q6_k; }
+constexpr bool int4_format(MatvecFormat f) {
+  return f == MatvecFormat::int4_bf16 || f == MatvecFormat::int4_u8;
+}
+constexpr int kFuseMaxM = 2;  // the in-kernel quantization pays off up to M = 2 (see small_k_class)
+
+// int4 rows of K <= 2048 (64 units: two per lane), e.g. the qwen3.5 GDN in_proj 12352 x 2048 and the
+// attention q+k+v 9216 x 2048. r2u6 issues its 6 unit slots per lane there, 4 of them repeats of a
+// valid unit (its clamp for short rows): 3x the weight traffic. H200, the in_proj through
+// w4a8_matvec_bf16, hot median us at T = 1 / 4 (coalesced_u8; bf16 alike): quantize + r2u6 (PDL)
+// 13.4 / 18.2, quantize + legacy 9.4 / 13.1, quantize + r6u2 (PDL) 9.3 / 14.1, r6u2 quantizing x
+// itself (one launch) 8.2 / 13.6, r4u2 or r2u2 doing so 8.7 / 13.3-13.5. Hence: w4a8_matvec_bf16 at
+// M <= 2 -> r6u2 with the in-kernel quantization, everything else in the class -> legacy.
+bool small_k_class(MatvecFormat f, int64_t k) { return int4_format(f) && k <= 2048; }
 
 // Any variant gives the same bits, so the choice may depend on every dimension, n included.
 // auto, from the H200 sweep (fusebench_matvec_sweep, gemma4-31b decode shapes, T = 1 and 4):
@@ -635,15 +724,22 @@ constexpr bool staged_format(MatvecFormat f) { return f != MatvecFormat::q4_k &&
 //     30.3 us again with this rule (09b154e);
 //     attn_v 4096 x 5376 moved 11.4 -> 10.9 us, inside the 0.5 us timer resolution (why int6 bf16
 //     and i8 differ under legacy, 30.8 vs 37.3 us, was not measured; the sweep now has both).
-int resolve_variant(MatvecFormat f, int64_t m, int64_t n, int64_t k) {
+int resolve_variant(MatvecFormat f, int64_t m, int64_t n, int64_t k, bool bf16_entry) {
   int v = g_variant_override.load(std::memory_order_relaxed);
   if (v < 0) v = env_variant();
   const bool staged_ok = staged_format(f) && 48 * m * (k / 32) <= kSmemBudget2;
   if (v == kLegacy || !staged_ok) return kLegacy;
   if (v > kAuto) return v;
-  const bool int4 = f == MatvecFormat::int4_bf16 || f == MatvecFormat::int4_u8;
-  const bool few_rows_legacy = int4 || f == MatvecFormat::int6_bf16;
-  return few_rows_legacy && n < 8192 ? kLegacy : kR2U6;
+  const bool few_rows_legacy = int4_format(f) || f == MatvecFormat::int6_bf16;
+  if (few_rows_legacy && n < 8192) return kLegacy;
+  if (small_k_class(f, k)) return bf16_entry && m <= kFuseMaxM ? kR6U2 : kLegacy;
+  return kR2U6;
+}
+
+// w4a8_matvec_bf16 on the small-K class with r6u2 (kFusable): one kernel that quantizes x itself.
+bool fuse_quantize(MatvecFormat f, int64_t m, int64_t n, int64_t k, const void* x) {
+  return small_k_class(f, k) && m <= kFuseMaxM && resolve_variant(f, m, n, k, true) == kR6U2 &&
+         reinterpret_cast<uintptr_t>(x) % 16 == 0;
 }
 
 int staged_blocks_per_sm(const void* fn, size_t smem) {
@@ -660,10 +756,10 @@ int staged_blocks_per_sm(const void* fn, size_t smem) {
   return it->second;
 }
 
-template <MatvecFormat F, int M, int R, int U>
-void launch_staged(const Args& args, const Q8Block* q8, int64_t n, __nv_bfloat16* y, MatvecEpilogue ep,
-                   bool pdl, cudaStream_t stream) {
-  auto* kernel = &matvec_staged_kernel<F, M, R, U>;
+template <MatvecFormat F, int M, int R, int U, bool kQuantX>
+void launch_staged_kernel(const Args& args, const Q8Block* q8, int64_t n, __nv_bfloat16* y, MatvecEpilogue ep,
+                          const Launch& l, cudaStream_t stream) {
+  auto* kernel = &matvec_staged_kernel<F, M, R, U, kQuantX>;
   static const int sms = [] {
     int dev = 0, count = 0;
     FB_CUDA_CHECK(cudaGetDevice(&dev));
@@ -685,39 +781,60 @@ void launch_staged(const Args& args, const Q8Block* q8, int64_t n, __nv_bfloat16
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  FB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args, q8, n, y, ep));
+  cfg.numAttrs = l.pdl ? 1 : 0;
+  FB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args, q8, n, y, ep, l.xq, l.q8_out));
+}
+
+// The in-kernel quantization is instantiated only where fuse_quantize can pick it.
+template <MatvecFormat F, int M, int R, int U>
+inline constexpr bool kFusable = int4_format(F) && (M <= kFuseMaxM) && R == 6 && U == 2;
+
+template <MatvecFormat F, int M, int R, int U>
+void launch_staged(const Args& args, const Q8Block* q8, int64_t n, __nv_bfloat16* y, MatvecEpilogue ep,
+                   const Launch& l, cudaStream_t stream) {
+  if constexpr (kFusable<F, M, R, U>) {
+    if (l.xq != nullptr) return launch_staged_kernel<F, M, R, U, true>(args, q8, n, y, ep, l, stream);
+  } else {
+    // fuse_quantize never picks this instantiation; should a caller, quantize first.
+    if (l.xq != nullptr) quantize_activations_q8(l.xq, M, args.k, l.q8_out, stream);
+  }
+  launch_staged_kernel<F, M, R, U, false>(args, q8, n, y, ep, l, stream);
 }
 
 template <MatvecFormat F, int M>
 void launch_variant(int variant, const Args& args, const Q8Block* q8, int64_t n, __nv_bfloat16* y,
-                    MatvecEpilogue ep, bool pdl, cudaStream_t stream) {
+                    MatvecEpilogue ep, const Launch& l, cudaStream_t stream) {
   if constexpr (staged_format(F)) {
     switch (variant) {
       case kR2U6:
-        return launch_staged<F, M, 2, 6>(args, q8, n, y, ep, pdl, stream);
+        return launch_staged<F, M, 2, 6>(args, q8, n, y, ep, l, stream);
       case kR4U3:
-        return launch_staged<F, M, 4, 3>(args, q8, n, y, ep, pdl, stream);
+        return launch_staged<F, M, 4, 3>(args, q8, n, y, ep, l, stream);
+      case kR6U2:
+        if constexpr (int4_format(F)) return launch_staged<F, M, 6, 2>(args, q8, n, y, ep, l, stream);
+        break;
       default:
         break;
     }
   }
-  launch_matvec<F, M>(args, q8, n, y, ep, stream);  // legacy: a plain launch, never PDL
+  // Legacy: a plain launch, never PDL, activations from q8 (quantized here if the caller chose fusion).
+  if (l.xq != nullptr) quantize_activations_q8(l.xq, M, args.k, l.q8_out, stream);
+  launch_matvec<F, M>(args, q8, n, y, ep, stream);
 }
 
 template <MatvecFormat F>
 void launch_m(int64_t m, const Args& args, const Q8Block* q8, int64_t n, __nv_bfloat16* y, MatvecEpilogue ep,
-              bool pdl, cudaStream_t stream) {
-  const int v = resolve_variant(F, m, n, args.k);
+              const Launch& l, cudaStream_t stream) {
+  const int v = resolve_variant(F, m, n, args.k, l.bf16_entry);
   switch (m) {
     case 1:
-      return launch_variant<F, 1>(v, args, q8, n, y, ep, pdl, stream);
+      return launch_variant<F, 1>(v, args, q8, n, y, ep, l, stream);
     case 2:
-      return launch_variant<F, 2>(v, args, q8, n, y, ep, pdl, stream);
+      return launch_variant<F, 2>(v, args, q8, n, y, ep, l, stream);
     case 3:
-      return launch_variant<F, 3>(v, args, q8, n, y, ep, pdl, stream);
+      return launch_variant<F, 3>(v, args, q8, n, y, ep, l, stream);
     default:
-      return launch_variant<F, 4>(v, args, q8, n, y, ep, pdl, stream);
+      return launch_variant<F, 4>(v, args, q8, n, y, ep, l, stream);
   }
 }
 
@@ -756,10 +873,8 @@ void quantize_activations_q8(const __nv_bfloat16* x, int64_t m, int64_t k, Q8Blo
 }
 
 namespace {
-// pdl: q8 comes from the kernel just before on the stream (our quantize), so the staged kernel may
-// be launched early and load weights before it waits (griddepcontrol.wait) for q8.
 void matvec_impl(const MatvecWeights& w, const Q8Block* q8, int64_t m, __nv_bfloat16* y, MatvecEpilogue ep,
-                 bool pdl, cudaStream_t stream) {
+                 const Launch& l, cudaStream_t stream) {
   const MatvecFormat f = w.format;
   require(m >= 1 && m <= 4, "m must be 1..4 (prefill takes the GEMM path)");
   require(w.n >= 1 && w.k > 0 && w.k % 256 == 0, "need n >= 1 and k a positive multiple of 256");
@@ -788,17 +903,17 @@ void matvec_impl(const MatvecWeights& w, const Q8Block* q8, int64_t m, __nv_bflo
                   w.k};
   switch (f) {
     case MatvecFormat::int4_bf16:
-      return launch_m<MatvecFormat::int4_bf16>(m, args, q8, w.n, y, ep, pdl, stream);
+      return launch_m<MatvecFormat::int4_bf16>(m, args, q8, w.n, y, ep, l, stream);
     case MatvecFormat::int4_u8:
-      return launch_m<MatvecFormat::int4_u8>(m, args, q8, w.n, y, ep, pdl, stream);
+      return launch_m<MatvecFormat::int4_u8>(m, args, q8, w.n, y, ep, l, stream);
     case MatvecFormat::int6_bf16:
-      return launch_m<MatvecFormat::int6_bf16>(m, args, q8, w.n, y, ep, pdl, stream);
+      return launch_m<MatvecFormat::int6_bf16>(m, args, q8, w.n, y, ep, l, stream);
     case MatvecFormat::int6_i8:
-      return launch_m<MatvecFormat::int6_i8>(m, args, q8, w.n, y, ep, pdl, stream);
+      return launch_m<MatvecFormat::int6_i8>(m, args, q8, w.n, y, ep, l, stream);
     case MatvecFormat::q4_k:
-      return launch_m<MatvecFormat::q4_k>(m, args, q8, w.n, y, ep, pdl, stream);
+      return launch_m<MatvecFormat::q4_k>(m, args, q8, w.n, y, ep, l, stream);
     case MatvecFormat::q6_k:
-      return launch_m<MatvecFormat::q6_k>(m, args, q8, w.n, y, ep, pdl, stream);
+      return launch_m<MatvecFormat::q6_k>(m, args, q8, w.n, y, ep, l, stream);
   }
   require(false, "unknown format");
 }
@@ -806,13 +921,18 @@ void matvec_impl(const MatvecWeights& w, const Q8Block* q8, int64_t m, __nv_bflo
 
 void w4a8_matvec(const MatvecWeights& w, const Q8Block* q8, int64_t m, __nv_bfloat16* y, MatvecEpilogue ep,
                  cudaStream_t stream) {
-  matvec_impl(w, q8, m, y, ep, false, stream);
+  matvec_impl(w, q8, m, y, ep, Launch{}, stream);
 }
 
 void w4a8_matvec_bf16(const MatvecWeights& w, const __nv_bfloat16* x, int64_t m, Q8Block* workspace,
                       __nv_bfloat16* y, MatvecEpilogue ep, cudaStream_t stream) {
+  if (fuse_quantize(w.format, m, w.n, w.k, x)) {
+    require(x != nullptr, "quantize: null x");
+    matvec_impl(w, workspace, m, y, ep, Launch{true, false, x, workspace}, stream);
+    return;
+  }
   quantize_activations_q8(x, m, w.k, workspace, stream);
-  matvec_impl(w, workspace, m, y, ep, true, stream);
+  matvec_impl(w, workspace, m, y, ep, Launch{true, true, nullptr, nullptr}, stream);
 }
 
 void glu_bf16(const __nv_bfloat16* y, int64_t m, int64_t i, MatvecEpilogue ep, __nv_bfloat16* out,

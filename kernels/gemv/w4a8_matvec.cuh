@@ -58,7 +58,9 @@ void w4a8_matvec(const MatvecWeights& w, const Q8Block* q8, int64_t m, __nv_bflo
 // with programmatic dependent launch: it may start while the quantize kernel runs, issuing its first
 // weight loads, and waits (griddepcontrol.wait) before it reads `workspace` or writes y. Safe for any
 // caller: the quantize kernel is a normal launch, so all earlier work on the stream has finished
-// before either starts. (w4a8_matvec alone never uses PDL.)
+// before either starts. (w4a8_matvec alone never uses PDL.) For int4 weights with k <= 2048 at
+// m <= 2 (x 16-byte aligned) it is one plain launch instead: every block of the matvec quantizes x
+// into shared memory itself and block 0 writes `workspace` (the same bits as the quantize kernel).
 void w4a8_matvec_bf16(const MatvecWeights& w, const __nv_bfloat16* x, int64_t m, Q8Block* workspace,
                       __nv_bfloat16* y, MatvecEpilogue ep, cudaStream_t stream);
 

@@ -405,8 +405,9 @@ INSTANTIATE_TEST_SUITE_P(Formats, Fused,
 
 // Every launch variant against the legacy kernel, bit for bit, on shapes that hit their edges:
 // a lone last row, one row, K = 256 (lanes without units), more tasks than resident warps (the
-// dynamic task loop), GLU pairs with an odd half, and K = 21504 at M = 4 (past the shared-memory
-// budget: falls back to legacy).
+// dynamic task loop), GLU pairs with an odd half, K = 21504 at M = 4 (past the shared-memory
+// budget: falls back to legacy) and K = 2048 with n >= 8192 (auto's r6u2 class; partial last tasks
+// of 6 rows / 3 GLU pairs).
 class Variants : public ::testing::TestWithParam<MatvecFormat> {};
 
 TEST_P(Variants, BitExactWithLegacy) {
@@ -419,9 +420,10 @@ TEST_P(Variants, BitExactWithLegacy) {
     int64_t n, k;
     bool glu;
   };
-  const Shape shapes[] = {{77, 512, false},    {1, 256, false},      {20001, 256, false},
-                          {1000, 5376, false}, {64, 21504, false},   {2 * 333, 1536, true},
-                          {2, 256, true},      {2 * 9000, 512, true}};
+  const Shape shapes[] = {{77, 512, false},      {1, 256, false},       {20001, 256, false},
+                          {1000, 5376, false},   {64, 21504, false},    {2 * 333, 1536, true},
+                          {2, 256, true},        {2 * 9000, 512, true}, {8194, 2048, false},
+                          {2 * 4097, 2048, true}};
   uint64_t stream = 40;
   for (const Shape& sh : shapes) {
     HostWeights h;
@@ -461,6 +463,13 @@ TEST_P(Variants, BitExactWithLegacy) {
         EXPECT_EQ(da, 0) << what << ": w4a8_matvec differs from legacy in " << da << " outputs, first "
                          << first << "; repro: ctest -R fb_w4a8_matvec_gpu_test --output-on-failure";
         EXPECT_EQ(db, 0) << what << ": w4a8_matvec_bf16 (PDL) differs from legacy in " << db << " outputs";
+        // The workspace holds the quantized activations afterwards, also where the matvec kernel
+        // quantized x itself (the small-K class): bit for bit what quantize_activations_q8 wrote.
+        std::vector<Q8Block> q_want(d_q8.size()), q_got(ws.size());
+        FB_CUDA_CHECK(cudaMemcpy(q_want.data(), d_q8.get(), d_q8.bytes(), cudaMemcpyDeviceToHost));
+        FB_CUDA_CHECK(cudaMemcpy(q_got.data(), ws.get(), ws.bytes(), cudaMemcpyDeviceToHost));
+        EXPECT_EQ(std::memcmp(q_want.data(), q_got.data(), d_q8.bytes()), 0)
+            << what << ": w4a8_matvec_bf16 left a workspace that differs from quantize_activations_q8";
       }
       cuda::matvec_tuning::set_variant(-1);
     }

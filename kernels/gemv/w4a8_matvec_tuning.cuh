@@ -13,6 +13,9 @@
 //           per lane loaded before the first is used, block-balanced grid, per-warp dynamic tasks;
 //           they fall back to legacy for the ggml block formats and when the staged activations
 //           (M * K/32 * 48 bytes) exceed the shared-memory budget.
+//   r6u2    the same with 6 rows per warp and 2 units per lane, for K <= 2048 (no unit slot past a
+//           row's end); int4 formats only (legacy elsewhere). Through w4a8_matvec_bf16 at M <= 2 it
+//           quantizes the activations itself (no separate quantize launch).
 namespace fb::cuda::matvec_tuning {
 
 int variant_count();                  // variants are 0 .. variant_count() - 1; 0 is auto
