@@ -18,6 +18,9 @@
 //   GEMM2 fused: silu(gate) * up rounded to bf16 and quantized in shared memory, the down matvec,
 //     bf16(acc * w_s) per slot summed in fp32 in slot order, one bf16 store  vs
 //     moe_silu_mul -> moe_quantize_q8 -> moe_down (fp32 per pair) -> moe_weighted_sum.
+// The fused kernels keep the twins' integer dot products and float operations but may hold the
+// quantized activations in another order in shared memory (Q4_K: natural order). At T = 1
+// moe_gemm2_silu is a launch of 8-block clusters (sm_90) sharing the token's activations.
 #include <cstddef>
 #include <cstdint>
 

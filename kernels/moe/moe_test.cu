@@ -282,6 +282,53 @@ TEST(MoeGemm, BadExpertIdGivesNaN) {
   EXPECT_TRUE(std::isnan(hv2[2 * kInter]));
 }
 
+// Shapes off qwen's, fused vs twin bit for bit: 1000 output rows (GEMM1 warps and GEMM2 blocks and
+// clusters end part-filled) and 12 slots (GEMM2 loads its weights in two rounds), at T = 1 (GEMM2's
+// slot groups) and T = 3.
+class MoeOddShapes : public ::testing::TestWithParam<ChainCase> {};
+
+TEST_P(MoeOddShapes, FusedMatchesTwin) {
+  FB_SKIP_WITHOUT_GPU();
+  const auto [format, T] = GetParam();
+  const std::string what = std::string(cuda::to_string(format)) + " T " + std::to_string(T);
+  const int64_t E = 16, k = 11, slots = k + 1, P = T * slots, n = 1000;
+  const Experts w1(format, E + 1, n, kHidden, 40);
+  const Experts w2(format, E + 1, n, kInter, 41);
+  const auto x = test::random_bf16(T * kHidden, kSeed, 42, 1.0f);
+  const Routing r = route_fp64(x, f32_random(E * kHidden, 43, 0.02f), f32_random(kHidden, 44, 0.02f).data(),
+                               T, kHidden, E, k);
+  auto dids = upload(r.ids);
+  auto dw = upload(r.weights);
+  Bf16Buf dx(x), g1(P * n), g2(P * n);
+  DeviceBuffer<Q8Block> q8x(static_cast<size_t>(T * kHidden / 32));
+  cuda::moe_quantize_q8(dx.get(), T, kHidden, q8x.get(), nullptr);
+  cuda::moe_gemm1(w1.view(), q8x.get(), dids.get(), T, static_cast<int>(slots), g1.get(), n, 0, nullptr);
+  cuda::moe_gemm1_quant(w1.view(), dx.get(), dids.get(), T, static_cast<int>(slots), g2.get(), n, 0, nullptr);
+  test::expect_bit_exact(g1.read("gemm1 " + what), g2.read("gemm1 quant " + what),
+                         "GEMM1 quant-folded vs quantize+GEMM1, odd shapes, " + what);
+
+  Bf16Buf h(test::random_bf16(P * 2 * kInter, kSeed, 45, 1.0f)), y(T * n), y2(T * n), act(P * kInter);
+  cuda::moe_gemm2_silu(w2.view(), h.get(), dids.get(), dw.get(), T, static_cast<int>(slots), y.get(),
+                       nullptr);
+  DeviceBuffer<Q8Block> q8a(static_cast<size_t>(P * kInter / 32));
+  DeviceBuffer<float> acc(static_cast<size_t>(P * n));
+  cuda::moe_silu_mul(h.get(), P, kInter, act.get(), nullptr);
+  cuda::moe_quantize_q8(act.get(), P, kInter, q8a.get(), nullptr);
+  cuda::moe_down(w2.view(), q8a.get(), dids.get(), P, acc.get(), nullptr);
+  cuda::moe_weighted_sum(acc.get(), dw.get(), T, static_cast<int>(slots), n, y2.get(), nullptr);
+  const auto yv = y.read("gemm2 " + what);
+  for (float v : yv) ASSERT_TRUE(std::isfinite(v)) << what;
+  test::expect_bit_exact(yv, y2.read("gemm2 twin " + what),
+                         "GEMM2 fused vs unfused chain, odd shapes, " + what);
+}
+
+INSTANTIATE_TEST_SUITE_P(Moe, MoeOddShapes,
+                         ::testing::Values(ChainCase{cuda::ExpertFormat::sym_int4, 1},
+                                           ChainCase{cuda::ExpertFormat::sym_int4, 3},
+                                           ChainCase{cuda::ExpertFormat::q4_k, 1},
+                                           ChainCase{cuda::ExpertFormat::q4_k, 3}),
+                         chain_name);
+
 INSTANTIATE_TEST_SUITE_P(Moe, MoeChainTest,
                          ::testing::Values(ChainCase{cuda::ExpertFormat::sym_int4, 1},
                                            ChainCase{cuda::ExpertFormat::sym_int4, 4},
