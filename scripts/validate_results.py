@@ -34,6 +34,7 @@ def cross_field_problems(doc):
     for i, case in enumerate(doc["cases"]):
         timing(case["hot"], f"$.cases[{i}].hot")
         timing(case["cold"], f"$.cases[{i}].cold")
+        timing(case.get("b2b"), f"$.cases[{i}].b2b")  # absent before schema_minor 1
 
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     names = {"pass": "passed", "fail": "failed", "skip": "skipped"}

@@ -77,6 +77,7 @@ void run(const ProfileArgs& a, int argc, const char* const* argv) {
   if (!a.json.empty()) {
     nlohmann::json doc = {{"schema", kResultsSchemaId},
                           {"schema_version", kResultsSchemaVersion},
+                          {"schema_minor", kResultsSchemaMinor},
                           {"kind", "profile"},
                           {"env", to_json(env)},
                           {"baselines", nullptr},

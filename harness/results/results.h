@@ -17,6 +17,9 @@ namespace fb {
 
 inline constexpr const char* kResultsSchemaId = "fusebench-results";
 inline constexpr int kResultsSchemaVersion = 1;
+// Additive changes within a version (new optional keys, so older files still validate and load);
+// written as "schema_minor", absent (= 0) in older files. 1: timings' launches_per_sample, cases' b2b.
+inline constexpr int kResultsSchemaMinor = 1;
 
 struct RunEnv {
   std::string host;

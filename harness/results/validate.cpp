@@ -220,6 +220,8 @@ void cross_field_checks(const json& doc, std::vector<std::string>& out) {
   for (size_t i = 0; i < cases.size(); ++i) {
     timing(cases[i].at("hot"), fmt::format("/cases/{}/hot", i));
     timing(cases[i].at("cold"), fmt::format("/cases/{}/cold", i));
+    // Optional: absent in files written before schema_minor 1.
+    if (cases[i].contains("b2b")) timing(cases[i].at("b2b"), fmt::format("/cases/{}/b2b", i));
     const std::string v = cases[i].at("verdict").get<std::string>();
     (v == "pass" ? passed : v == "fail" ? failed : skipped) += 1;
   }

@@ -57,6 +57,7 @@ nlohmann::json to_json(const CaseResult& r) {
           {"comparisons", comparisons},
           {"hot", r.hot ? to_json(*r.hot) : nlohmann::json(nullptr)},
           {"cold", r.cold ? to_json(*r.cold) : nlohmann::json(nullptr)},
+          {"b2b", r.b2b ? to_json(*r.b2b) : nlohmann::json(nullptr)},
           {"bytes", r.bytes},
           {"flops", r.flops},
           {"tok_s", opt(r.tok_s)},

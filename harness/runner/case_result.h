@@ -46,6 +46,10 @@ struct CaseResult {
   std::string error;  // a CUDA or other error that failed this case
   std::vector<Comparison> comparisons;
   std::optional<Timing> hot, cold;
+  // Hot, N launches back to back per sample (Timing::launches_per_sample): the per-launch time
+  // without the event + launch floor, for comparing with peers' back-to-back means. Kernel cases
+  // only; roofline % and the gate stay on `hot`.
+  std::optional<Timing> b2b;
   uint64_t bytes = 0;  // bytes the timed work must move (reads + writes)
   uint64_t flops = 0;
   std::optional<double> tok_s;              // steps only

@@ -33,6 +33,7 @@ struct RunArgs {
   std::string scenario_dir;
   bool cpu_only = false;
   bool no_cold = false;
+  bool no_b2b = false;
   double min_seconds = 0.5;
   int min_samples = 20;
   std::string compare_to, gate_markdown;  // bench --compare-to: the regression gate after the run
@@ -87,13 +88,16 @@ std::string fmt_us(double ms) {
 
 void print_cases(const std::vector<CaseResult>& cases, bool bench) {
   fmt::print("{:<5} {:<28} {:<14} {:<32} {:<8} {:>7} {:>4}  {}\n", "", "scenario", "kernel", "instance",
-             "variant", "ctx", "seed", bench ? "hot median (IQR) | cold | %copy-roofline" : "comparisons");
+             "variant", "ctx", "seed",
+             bench ? "hot median (IQR) | cold | b2b | %copy-roofline" : "comparisons");
   for (const auto& r : cases) {
     std::string what;
     if (bench && r.hot) {
       what =
-          fmt::format("{} ({}){}{}{}", fmt_us(r.hot->summary.median_ms), fmt_us(r.hot->summary.iqr_ms),
+          fmt::format("{} ({}){}{}{}{}", fmt_us(r.hot->summary.median_ms), fmt_us(r.hot->summary.iqr_ms),
                       r.cold ? " | " + fmt_us(r.cold->summary.median_ms) : std::string(),
+                      // Labelled: with --no-cold the columns shift, and b2b must not read as cold.
+                      r.b2b ? " | b2b " + fmt_us(r.b2b->summary.median_ms) : std::string(),
                       r.copy_roofline_pct ? fmt::format(" | {:.1f}%", *r.copy_roofline_pct) : std::string(),
                       r.backend == "cpu-reference" ? " [CPU reference timing]" : "");
     } else if (!r.error.empty()) {
@@ -137,6 +141,7 @@ int finish(const std::vector<CaseResult>& cases, const std::vector<std::string>&
   if (!json.empty()) {
     nlohmann::json doc = {{"schema", kResultsSchemaId},
                           {"schema_version", kResultsSchemaVersion},
+                          {"schema_minor", kResultsSchemaMinor},
                           {"kind", kind},
                           {"env", to_json(env)},
                           {"baselines", baselines ? to_json(*baselines) : nlohmann::json(nullptr)},
@@ -212,6 +217,7 @@ void run(const RunArgs& a, bool bench, int argc, const char* const* argv) {
   RunOptions opt;
   opt.bench = bench;
   opt.cold = !a.no_cold;
+  opt.b2b = !a.no_b2b;
   opt.timing.min_seconds = a.min_seconds;
   opt.timing.min_samples = a.min_samples;
   opt.filters = args.filters;
@@ -274,11 +280,15 @@ void add_bench_command(CLI::App& app, int argc, const char* const* argv) {
   CLI::App* cmd = app.add_subcommand(
       "bench",
       "Time every scenario case (CUDA events: warm-up, >= --min-samples samples and >= --min-seconds,\n"
-      "median + IQR, all samples kept, hot and L2-flushed cold, SM clock per sample) after measuring\n"
-      "the GPU's copy bandwidth and bf16 GEMM rate; report % of roofline. Numerics are checked too.\n"
+      "median + IQR, all samples kept, hot and L2-flushed cold, SM clock per sample; kernel cases also\n"
+      "back-to-back (b2b): N launches per sample, per-launch time) after measuring the GPU's copy\n"
+      "bandwidth and bf16 GEMM rate; report % of roofline (from hot). Numerics are checked too.\n"
       "Without a GPU it times the CPU reference of the tiny scenarios, labelled as such.");
   add_filter_options(cmd, *a);
   cmd->add_flag("--no-cold", a->no_cold, "skip the cold (L2-flushed) measurement");
+  cmd->add_flag("--no-b2b", a->no_b2b,
+                "skip the back-to-back measurement (kernel cases: N launches per sample, ~100 us, "
+                "per-launch time)");
   cmd->add_option("--min-seconds", a->min_seconds, "minimum timed seconds per measurement")
       ->capture_default_str();
   cmd->add_option("--min-samples", a->min_samples, "minimum samples per measurement")->capture_default_str();

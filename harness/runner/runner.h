@@ -34,6 +34,7 @@ struct RunFilters {
 struct RunOptions {
   bool bench = false;  // time the cases (else numerics only)
   bool cold = true;    // with bench: also a cold (L2 flushed) measurement
+  bool b2b = true;     // with bench: also a back-to-back hot measurement of GPU kernel cases
   TimingOptions timing;
   RunFilters filters;
   std::string argv0 = "fusebench";  // for reproducer command lines
@@ -48,6 +49,11 @@ struct RunReport {
 };
 
 bool scenario_selected(const Scenario& s, const RunFilters& f);
+
+// Launches per back-to-back sample for a kernel whose single-launch hot median is `hot_median_ms`:
+// enough that one sample spans about 100 us of work, so the fixed event + launch cost is a small
+// share of it; clamped to [2, 200] (200 keeps the queue within the launch gate's reach).
+int b2b_launches_per_sample(double hot_median_ms);
 
 RunReport run_scenarios(const std::vector<Scenario>& scenarios, const RunOptions& options,
                         const DeviceInfo& device, const std::optional<DeviceBaselines>& baselines);

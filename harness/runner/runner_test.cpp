@@ -58,6 +58,15 @@ TEST(Judge, EachBoundFailsWithItsName) {
   EXPECT_EQ(make(m, t).verdict, Verdict::fail) << "NaN/Inf never pass";
 }
 
+TEST(B2bLaunches, AboutHundredMicrosecondsPerSampleClamped) {
+  EXPECT_EQ(b2b_launches_per_sample(0.005), 20);    // 5 us -> 20 x 5 us = 100 us
+  EXPECT_EQ(b2b_launches_per_sample(0.003), 34);    // ceil(33.3)
+  EXPECT_EQ(b2b_launches_per_sample(0.05), 2);      // exact quotient, not rounded up to 3
+  EXPECT_EQ(b2b_launches_per_sample(0.0001), 200);  // 0.1 us -> 1000, clamped
+  EXPECT_EQ(b2b_launches_per_sample(5.0), 2);       // long kernels still get two
+  EXPECT_EQ(b2b_launches_per_sample(0.0), 200);
+}
+
 TEST(Tolerances, MissingEntryIsStrictNotLoose) {
   const Tolerance t = kernel_tolerance("no_such_kernel", "reference");
   EXPECT_TRUE(t.bit_exact);

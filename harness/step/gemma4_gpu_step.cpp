@@ -3,17 +3,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
-#include <functional>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
-#include <thread>
 
+#include "harness/step/repacked_weights.h"
 #include "harness/timing/nvtx.h"
 #include "kernels/attention/sliding_window.cuh"
 #include "kernels/attention/tq4_sdpa.cuh"
@@ -22,48 +19,22 @@
 #include "kernels/gemv/w4a8_matvec.cuh"
 #include "kernels/ops/ops.cuh"
 #include "kernels/prefill/prefill.cuh"
-#include "reference/formats/blocks.h"
 #include "reference/formats/ggml_type.h"
 #include "reference/formats/half.h"
 #include "reference/fusion/load_fusions.h"
-#include "reference/layouts/layouts.h"
 #include "reference/util/splitmix.h"
 
 namespace fb {
 
 namespace {
-
 using cuda::MatvecFormat;
 using cuda::MatvecWeights;
-
-// One weight matrix: its repacked decode view and its raw ggml blocks (either may be absent).
-struct DevMat {
-  GgmlType type = GgmlType::F32;
-  int64_t n = 0, k = 0;
-  MatvecWeights mv;
-  const void* raw = nullptr;
-  uint64_t packed_bytes = 0, raw_bytes = 0;
-};
-
-// Bytes per row of each packed field (Q4_K -> int4 u8 codes, Q6_K -> int6 i8 codes).
-struct FieldRowBytes {
-  int64_t q = 0, qh = 0, sc = 0, zc = 0, ss = 0, zs = 0;
-  int64_t total() const { return q + qh + sc + zc + ss + zs; }
-};
-FieldRowBytes field_row_bytes(GgmlType t, int64_t k) {
-  if (t == GgmlType::Q4_K) return {k / 2, 0, k / 32, k / 32, k / 256 * 2, k / 256 * 2};
-  if (t == GgmlType::Q6_K) return {k / 2, k / 4, k / 16, 0, k / 256 * 2, 0};
-  throw std::invalid_argument(fmt::format("gemma4 step: no decode layout for {} weights", ggml_type_name(t)));
-}
-
-uint64_t align256(uint64_t v) { return (v + 255) / 256 * 256; }
-
 }  // namespace
 
 struct Gemma4DeviceWeights {
   ModelConfig config;
   bool packed = false, raw = false;
-  std::vector<DeviceBuffer<uint8_t>> buffers;
+  DeviceArena arena;
   struct Layer {
     bool full = false;
     int64_t n_kv = 0, head_dim = 0;
@@ -81,179 +52,22 @@ struct Gemma4DeviceWeights {
   const uint16_t* boundaries = nullptr;
   const float* rotation = nullptr;
   const uint16_t* rotation_t = nullptr;
-
-  uint8_t* alloc(uint64_t bytes) {
-    std::lock_guard<std::mutex> lock(mutex);
-    buffers.emplace_back(bytes);
-    return buffers.back().get();
-  }
-  std::mutex mutex;
 };
 
 namespace {
-
-// Work items of the load: pack and/or copy rows of one tensor, run by a thread pool.
-using Job = std::function<void()>;
-
-void run_jobs(std::vector<Job>& jobs) {
-  std::atomic<size_t> next{0};
-  std::exception_ptr error;
-  std::mutex err_mutex;
-  // The CUDA current device is per host thread: workers must upload to the caller's device.
-  int device = 0;
-  FB_CUDA_CHECK(cudaGetDevice(&device));
-  auto worker = [&] {
-    if (const cudaError_t e = cudaSetDevice(device); e != cudaSuccess) {
-      std::lock_guard<std::mutex> lock(err_mutex);
-      if (!error)
-        error = std::make_exception_ptr(
-            std::runtime_error(std::string("cudaSetDevice: ") + cudaGetErrorString(e)));
-      return;
-    }
-    for (size_t i; (i = next++) < jobs.size();) {
-      try {
-        jobs[i]();
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(err_mutex);
-        if (!error) error = std::current_exception();
-      }
-    }
-  };
-  const unsigned n = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
-  std::vector<std::thread> pool;
-  for (unsigned i = 0; i < n; ++i) pool.emplace_back(worker);
-  for (auto& t : pool) t.join();
-  if (error) std::rethrow_exception(error);
-}
-
-// Uploads a group of tensors stored back to back (rows of part 0, then part 1, ...), so the group is
-// also one fused matrix. Returns the parts and, for more than one part, the fused view.
-std::vector<DevMat> upload_group(Gemma4DeviceWeights& w, const GgufFile& f,
-                                 const std::vector<std::string>& names, std::vector<Job>& jobs,
-                                 std::optional<DevMat>* fused) {
-  std::vector<const GgufTensorInfo*> ts;
-  int64_t rows = 0;
-  for (const auto& nm : names) {
-    const GgufTensorInfo* t = f.find_tensor(nm);
-    if (!t) throw std::invalid_argument(fmt::format("{}: tensor {} missing", f.name(), nm));
-    ts.push_back(t);
-    rows += t->n_rows();
-  }
-  const GgmlType type = ts[0]->ggml_type();
-  const int64_t k = ts[0]->n_cols();
-  std::vector<DevMat> parts(ts.size());
-  DevMat all;
-  all.type = type;
-  all.n = rows;
-  all.k = k;
-  if (w.raw) {
-    uint64_t bytes = 0;
-    for (auto* t : ts) bytes += t->nbytes;
-    uint8_t* base = w.alloc(bytes);
-    all.raw = base;
-    all.raw_bytes = bytes;
-    uint64_t off = 0;
-    for (size_t p = 0; p < ts.size(); ++p) {
-      parts[p].raw = base + off;
-      parts[p].raw_bytes = ts[p]->nbytes;
-      const uint8_t* src = f.tensor_data(*ts[p]).data();
-      for (uint64_t c = 0; c < ts[p]->nbytes; c += (uint64_t{256} << 20)) {
-        const uint64_t len = std::min<uint64_t>(uint64_t{256} << 20, ts[p]->nbytes - c);
-        uint8_t* dst = base + off + c;
-        jobs.push_back([=] { FB_CUDA_CHECK(cudaMemcpy(dst, src + c, len, cudaMemcpyHostToDevice)); });
-      }
-      off += ts[p]->nbytes;
-    }
-  }
-  if (w.packed) {
-    const FieldRowBytes fr = field_row_bytes(type, k);
-    const uint64_t sizes[6] = {static_cast<uint64_t>(fr.q * rows),  static_cast<uint64_t>(fr.qh * rows),
-                               static_cast<uint64_t>(fr.sc * rows), static_cast<uint64_t>(fr.zc * rows),
-                               static_cast<uint64_t>(fr.ss * rows), static_cast<uint64_t>(fr.zs * rows)};
-    uint64_t total = 0;
-    for (uint64_t s : sizes) total += align256(s);
-    uint8_t* base = w.alloc(total);
-    uint8_t* region[6];
-    uint64_t off = 0;
-    for (int i = 0; i < 6; ++i) {
-      region[i] = sizes[i] ? base + off : nullptr;
-      off += align256(sizes[i]);
-    }
-    auto view = [&](int64_t row0, int64_t n) {
-      MatvecWeights mv;
-      mv.format = type == GgmlType::Q4_K ? MatvecFormat::int4_u8 : MatvecFormat::int6_i8;
-      mv.n = n;
-      mv.k = k;
-      mv.qdata = region[0] + row0 * fr.q;
-      mv.qhigh = region[1] ? region[1] + row0 * fr.qh : nullptr;
-      mv.scale = region[2] + row0 * fr.sc;
-      mv.zero = region[3] ? region[3] + row0 * fr.zc : nullptr;
-      mv.scale_step = reinterpret_cast<const uint16_t*>(region[4] + row0 * fr.ss);
-      mv.zero_step = region[5] ? reinterpret_cast<const uint16_t*>(region[5] + row0 * fr.zs) : nullptr;
-      return mv;
-    };
-    all.mv = view(0, rows);
-    all.packed_bytes = static_cast<uint64_t>(fr.total() * rows);
-    int64_t row0 = 0;
-    for (size_t p = 0; p < ts.size(); ++p) {
-      const int64_t n = ts[p]->n_rows();
-      parts[p].mv = view(row0, n);
-      parts[p].packed_bytes = static_cast<uint64_t>(fr.total() * n);
-      const uint8_t* src = f.tensor_data(*ts[p]).data();
-      const uint64_t row_bytes = ts[p]->nbytes / static_cast<uint64_t>(n);
-      constexpr int64_t kChunk = 4096;
-      for (int64_t r = 0; r < n; r += kChunk) {
-        const int64_t nr = std::min(kChunk, n - r);
-        const int64_t dst_row = row0 + r;
-        const uint8_t* blocks = src + static_cast<uint64_t>(r) * row_bytes;
-        jobs.push_back([=] {
-          auto put = [&](int field, const void* data, uint64_t bytes) {
-            if (bytes)
-              FB_CUDA_CHECK(
-                  cudaMemcpy(region[field] + dst_row * (&fr.q)[field], data, bytes, cudaMemcpyHostToDevice));
-          };
-          if (type == GgmlType::Q4_K) {
-            const CoalescedInt4 c =
-                pack_q4k_coalesced(reinterpret_cast<const BlockQ4K*>(blocks), nr, k, ScaleEncoding::code8);
-            put(0, c.qdata.data(), c.qdata.size());
-            put(2, c.scale_code.data(), c.scale_code.size());
-            put(3, c.zero_code.data(), c.zero_code.size());
-            put(4, c.scale_step.data(), c.scale_step.size() * 2);
-            put(5, c.zero_step.data(), c.zero_step.size() * 2);
-          } else {
-            const PlanarInt6 c =
-                pack_q6k_planar(reinterpret_cast<const BlockQ6K*>(blocks), nr, k, ScaleEncoding::code8);
-            put(0, c.ql.data(), c.ql.size());
-            put(1, c.qh.data(), c.qh.size());
-            put(2, c.scale_code.data(), c.scale_code.size());
-            put(4, c.scale_step.data(), c.scale_step.size() * 2);
-          }
-        });
-      }
-      row0 += n;
-    }
-  }
-  for (size_t p = 0; p < ts.size(); ++p) {
-    parts[p].type = type;
-    parts[p].n = ts[p]->n_rows();
-    parts[p].k = k;
-  }
-  if (fused && ts.size() > 1) *fused = all;
-  return parts;
-}
 
 const float* upload_f32(Gemma4DeviceWeights& w, const GgufFile& f, const std::string& name) {
   const GgufTensorInfo* t = f.find_tensor(name);
   if (!t || t->ggml_type() != GgmlType::F32)
     throw std::invalid_argument(fmt::format("{}: F32 tensor {} missing", f.name(), name));
-  uint8_t* d = w.alloc(t->nbytes);
+  uint8_t* d = w.arena.alloc(t->nbytes);
   FB_CUDA_CHECK(cudaMemcpy(d, f.tensor_data(*t).data(), t->nbytes, cudaMemcpyHostToDevice));
   return reinterpret_cast<const float*>(d);
 }
 
 template <class T>
 const T* upload_vec(Gemma4DeviceWeights& w, const std::vector<T>& v) {
-  uint8_t* d = w.alloc(v.size() * sizeof(T));
+  uint8_t* d = w.arena.alloc(v.size() * sizeof(T));
   FB_CUDA_CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
   return reinterpret_cast<const T*>(d);
 }
@@ -266,7 +80,8 @@ std::shared_ptr<Gemma4DeviceWeights> load_gemma4_device_weights(const GgufFile& 
   w->config = c;
   w->packed = packed;
   w->raw = raw;
-  std::vector<Job> jobs;
+  const WeightLayouts layouts{packed, raw};
+  std::vector<UploadJob> jobs;
   // Which groups fuse: the load-time fusion guards (same type, row bytes, K), with their log line.
   std::map<std::string, FusionDecision> decisions;
   FusionPlan plan;
@@ -294,9 +109,10 @@ std::shared_ptr<Gemma4DeviceWeights> load_gemma4_device_weights(const GgufFile& 
     if (!L.full) qkv_names.push_back(p + "attn_v.weight");
     std::vector<DevMat> qkv;
     if (const FusionDecision* d = fused_group(FusionKind::qkv); d && d->group.parts == qkv_names) {
-      qkv = upload_group(*w, f, qkv_names, jobs, &L.qkv);
+      qkv = upload_group(w->arena, f, qkv_names, layouts, jobs, &L.qkv);
     } else {
-      for (const auto& nm : qkv_names) qkv.push_back(upload_group(*w, f, {nm}, jobs, nullptr)[0]);
+      for (const auto& nm : qkv_names)
+        qkv.push_back(upload_group(w->arena, f, {nm}, layouts, jobs, nullptr)[0]);
     }
     L.q = qkv[0];
     L.k = qkv[1];
@@ -304,14 +120,15 @@ std::shared_ptr<Gemma4DeviceWeights> load_gemma4_device_weights(const GgufFile& 
     const std::vector<std::string> gu_names = {p + "ffn_gate.weight", p + "ffn_up.weight"};
     std::vector<DevMat> gu;
     if (const FusionDecision* d = fused_group(FusionKind::gate_up); d && d->group.parts == gu_names) {
-      gu = upload_group(*w, f, gu_names, jobs, &L.gate_up);
+      gu = upload_group(w->arena, f, gu_names, layouts, jobs, &L.gate_up);
     } else {
-      for (const auto& nm : gu_names) gu.push_back(upload_group(*w, f, {nm}, jobs, nullptr)[0]);
+      for (const auto& nm : gu_names)
+        gu.push_back(upload_group(w->arena, f, {nm}, layouts, jobs, nullptr)[0]);
     }
     L.gate = gu[0];
     L.up = gu[1];
-    L.o = upload_group(*w, f, {p + "attn_output.weight"}, jobs, nullptr)[0];
-    L.down = upload_group(*w, f, {p + "ffn_down.weight"}, jobs, nullptr)[0];
+    L.o = upload_group(w->arena, f, {p + "attn_output.weight"}, layouts, jobs, nullptr)[0];
+    L.down = upload_group(w->arena, f, {p + "ffn_down.weight"}, layouts, jobs, nullptr)[0];
     L.attn_norm = upload_f32(*w, f, p + "attn_norm.weight");
     L.q_norm = upload_f32(*w, f, p + "attn_q_norm.weight");
     L.k_norm = upload_f32(*w, f, p + "attn_k_norm.weight");
@@ -321,18 +138,10 @@ std::shared_ptr<Gemma4DeviceWeights> load_gemma4_device_weights(const GgufFile& 
     L.scalar = upload_f32(*w, f, p + "layer_output_scale.weight");
   }
   // Tied embedding: raw blocks for the gather (and the prefill lm_head), packed for the decode lm_head.
-  {
-    const bool keep_packed = w->packed;
-    w->packed = packed;
-    const bool keep_raw = w->raw;
-    w->raw = true;
-    w->embd = upload_group(*w, f, {"token_embd.weight"}, jobs, nullptr)[0];
-    w->raw = keep_raw;
-    w->packed = keep_packed;
-    w->lm_head = w->embd;
-  }
+  w->embd = upload_group(w->arena, f, {"token_embd.weight"}, {packed, true}, jobs, nullptr)[0];
+  w->lm_head = w->embd;
   w->output_norm = upload_f32(*w, f, "output_norm.weight");
-  run_jobs(jobs);
+  run_upload_jobs(jobs);
   const tq4::Codebook cb = tq4::lloyd_max_codebook(static_cast<int>(g.head_dim_full));
   const tq4::Rotation rot = tq4::haar_rotation(static_cast<int>(g.head_dim_full), ref::kTq4RotationSeed);
   w->centroids = upload_vec(*w, cb.centroids);

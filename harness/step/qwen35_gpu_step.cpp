@@ -6,8 +6,10 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <stdexcept>
 
+#include "harness/step/repacked_weights.h"
 #include "harness/timing/nvtx.h"
 #include "kernels/attention/qwen_attn.cuh"
 #include "kernels/common/cuda_check.h"
@@ -28,24 +30,6 @@ namespace fb {
 namespace {
 
 using bf16 = __nv_bfloat16;
-using cuda::MatvecFormat;
-using cuda::MatvecWeights;
-
-// A dense weight as raw ggml blocks on the device, read in place by the matvec.
-struct DevMat {
-  GgmlType type = GgmlType::F32;
-  MatvecWeights mv;
-  uint64_t bytes = 0;
-};
-
-MatvecFormat matvec_format(const GgufFile& f, const GgufTensorInfo& t) {
-  if (t.ggml_type() == GgmlType::Q4_K) return MatvecFormat::q4_k;
-  if (t.ggml_type() == GgmlType::Q6_K) return MatvecFormat::q6_k;
-  throw std::invalid_argument(
-      fmt::format("{}: qwen3.5 step: {} is {}; the step needs Q4_K or Q6_K weights "
-                  "(make-model --recipe q4_k)",
-                  f.name(), t.name, ggml_type_name(t.ggml_type())));
-}
 
 const GgufTensorInfo& tensor(const GgufFile& f, const std::string& name) {
   const GgufTensorInfo* t = f.find_tensor(name);
@@ -53,37 +37,44 @@ const GgufTensorInfo& tensor(const GgufFile& f, const std::string& name) {
   return *t;
 }
 
-uint64_t align256(uint64_t v) { return (v + 255) / 256 * 256; }
+// The decode matvec takes Q4_K and Q6_K (repacked); checked for every dense weight whatever the
+// layouts loaded, so a Q4_K_M file is refused the same way for decode and prefill.
+void require_matvec_type(const GgufFile& f, const std::string& name) {
+  const GgufTensorInfo& t = tensor(f, name);
+  if (t.ggml_type() == GgmlType::Q4_K || t.ggml_type() == GgmlType::Q6_K) return;
+  throw std::invalid_argument(
+      fmt::format("{}: qwen3.5 step: {} is {}; the step needs Q4_K or Q6_K weights "
+                  "(make-model --recipe q4_k)",
+                  f.name(), t.name, ggml_type_name(t.ggml_type())));
+}
 
 }  // namespace
 
 struct Qwen35DeviceWeights {
   ModelConfig config;
-  std::vector<DeviceBuffer<uint8_t>> buffers;
+  WeightLayouts layouts;  // of the dense projections
+  DeviceArena arena;
   struct Layer {
     bool full = false;
     // Full attention: q (interleaved q|gate), k, v and their fused view; o.
     // GDN: in_proj parts qkv, z, beta, alpha and the fused view; out.
     std::vector<DevMat> parts;
-    DevMat fused, out;
-    bool has_fused = false;
+    std::optional<DevMat> fused;  // where the load-time fusion guards pass (views of the parts' memory)
+    DevMat out;
     const float *attn_norm = nullptr, *post_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;
     const float *conv = nullptr, *ssm_a = nullptr, *dt_bias = nullptr, *ssm_norm = nullptr;
     const float *router = nullptr, *shexp_gate = nullptr;
     cuda::ExpertWeights w13, w_gate, w_up, w2;  // experts + the shared one as id E
   };
   std::vector<Layer> layers;
-  DevMat lm_head;
+  DevMat lm_head;  // packed only: decode and prefill both run the matvec on one token
   const void* embd = nullptr;
   GgmlType embd_type = GgmlType::F32;
   const float* output_norm = nullptr;
   std::vector<std::string> summary;
   uint64_t expert_bytes_per_layer = 0;  // one expert's gate+up+down
 
-  uint8_t* alloc(uint64_t bytes) {
-    buffers.emplace_back(align256(bytes));
-    return buffers.back().get();
-  }
+  uint8_t* alloc(uint64_t bytes) { return arena.alloc(bytes); }
   const uint8_t* upload(const GgufFile& f, const GgufTensorInfo& t) {
     uint8_t* d = alloc(t.nbytes);
     FB_CUDA_CHECK(cudaMemcpy(d, f.tensor_data(t).data(), t.nbytes, cudaMemcpyHostToDevice));
@@ -94,38 +85,6 @@ struct Qwen35DeviceWeights {
     if (t.ggml_type() != GgmlType::F32)
       throw std::invalid_argument(fmt::format("{}: {} must be F32", f.name(), name));
     return reinterpret_cast<const float*>(upload(f, t));
-  }
-  // Tensors back to back (one allocation): parts and the concatenated view.
-  std::vector<DevMat> group(const GgufFile& f, const std::vector<std::string>& names, DevMat* all) {
-    std::vector<const GgufTensorInfo*> ts;
-    uint64_t bytes = 0;
-    for (const auto& n : names) {
-      ts.push_back(&tensor(f, n));
-      bytes += ts.back()->nbytes;
-    }
-    uint8_t* base = alloc(bytes);
-    std::vector<DevMat> parts;
-    uint64_t off = 0;
-    int64_t rows = 0;
-    for (const GgufTensorInfo* t : ts) {
-      FB_CUDA_CHECK(cudaMemcpy(base + off, f.tensor_data(*t).data(), t->nbytes, cudaMemcpyHostToDevice));
-      DevMat d;
-      d.type = t->ggml_type();
-      d.mv.format = matvec_format(f, *t);
-      d.mv.n = t->n_rows();
-      d.mv.k = t->n_cols();
-      d.mv.qdata = base + off;
-      d.bytes = t->nbytes;
-      parts.push_back(d);
-      off += t->nbytes;
-      rows += t->n_rows();
-    }
-    if (all) {
-      *all = parts[0];
-      all->mv.n = rows;
-      all->bytes = bytes;
-    }
-    return parts;
   }
   // Experts [E][N][K] blocks of each source tensor, interleaved per expert (rows of src 0, src 1, ...
   // of expert e), then the shared expert's rows (the *_shexp tensors) as expert E.
@@ -177,11 +136,19 @@ struct Qwen35DeviceWeights {
   }
 };
 
-std::shared_ptr<Qwen35DeviceWeights> load_qwen35_device_weights(const GgufFile& f, const ModelConfig& c) {
+std::shared_ptr<Qwen35DeviceWeights> load_qwen35_device_weights(const GgufFile& f, const ModelConfig& c,
+                                                                bool packed, bool raw) {
   if (c.family != ModelFamily::qwen35moe)
     throw std::invalid_argument("qwen3.5 step: not a qwen3.5-moe config");
   auto w = std::make_shared<Qwen35DeviceWeights>();
   w->config = c;
+  w->layouts = {packed, raw};
+  std::vector<UploadJob> jobs;
+  // One dense weight or fusion group (names checked first: the Q4_K_M diagnostic names the tensor).
+  auto dense = [&](const std::vector<std::string>& names, std::optional<DevMat>* fused) {
+    for (const auto& nm : names) require_matvec_type(f, nm);
+    return upload_group(w->arena, f, names, w->layouts, jobs, fused);
+  };
   const Qwen35MoeDims& q = c.qwen;
   FusionPlan plan;
   for (const FusionGroup& g : find_fusion_groups(f)) plan.decisions.push_back(decide_fusion(f, g));
@@ -204,23 +171,25 @@ std::shared_ptr<Qwen35DeviceWeights> load_qwen35_device_weights(const GgufFile& 
     if (L.full) {
       names = {p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"};
       kind = FusionKind::qkv;
-      L.out = w->group(f, {p + "attn_output.weight"}, nullptr)[0];
+      L.out = dense({p + "attn_output.weight"}, nullptr)[0];
       L.q_norm = w->f32(f, p + "attn_q_norm.weight");
       L.k_norm = w->f32(f, p + "attn_k_norm.weight");
     } else {
       names = {p + "attn_qkv.weight", p + "attn_gate.weight", p + "ssm_beta.weight", p + "ssm_alpha.weight"};
       kind = FusionKind::gdn_in_proj;
-      L.out = w->group(f, {p + "ssm_out.weight"}, nullptr)[0];
+      L.out = dense({p + "ssm_out.weight"}, nullptr)[0];
       L.conv = w->f32(f, p + "ssm_conv1d.weight");
       L.ssm_a = w->f32(f, p + "ssm_a");
       L.dt_bias = w->f32(f, p + "ssm_dt.bias");
       L.ssm_norm = w->f32(f, p + "ssm_norm.weight");
     }
-    // The parts always sit back to back (the unfused variant reads them as views too); the fused
-    // view exists only where the fusion guards pass.
-    L.has_fused = fused_ok(kind, i, names);
-    L.parts = w->group(f, names, &L.fused);
-    if (!L.has_fused) L.fused = DevMat{};
+    // A group the fusion guards pass sits back to back, the parts views into the fused weight (the
+    // unfused variant reads those); otherwise each part is its own weight.
+    if (fused_ok(kind, i, names)) {
+      L.parts = dense(names, &L.fused);
+    } else {
+      for (const auto& nm : names) L.parts.push_back(dense({nm}, nullptr)[0]);
+    }
     L.router = w->f32(f, p + "ffn_gate_inp.weight");
     L.shexp_gate = w->f32(f, p + "ffn_gate_inp_shexp.weight");
     L.w13 = w->experts(f, {p + "ffn_gate_exps.weight", p + "ffn_up_exps.weight"},
@@ -257,8 +226,10 @@ std::shared_ptr<Qwen35DeviceWeights> load_qwen35_device_weights(const GgufFile& 
     w->embd = d;
     w->embd_type = GgmlType::BF16;
   }
-  w->lm_head = w->group(f, {"output.weight"}, nullptr)[0];
+  require_matvec_type(f, "output.weight");
+  w->lm_head = upload_group(w->arena, f, {"output.weight"}, {true, false}, jobs, nullptr)[0];
   w->output_norm = w->f32(f, "output_norm.weight");
+  run_upload_jobs(jobs);
   FB_CUDA_CHECK(cudaDeviceSynchronize());
   return w;
 }
@@ -301,6 +272,8 @@ Qwen35GpuStep::Qwen35GpuStep(std::shared_ptr<const Qwen35DeviceWeights> w, int64
   const ModelConfig& c = w->config;
   const Qwen35MoeDims& q = c.qwen;
   if (T < 1 || context < 0) throw std::invalid_argument("qwen3.5 step: T >= 1 and context >= 0");
+  if (T > 1 ? !w->layouts.raw : !w->layouts.packed)
+    throw std::invalid_argument("qwen3.5 step: the weights were loaded without the layout this phase needs");
   m->w = w;
   m->T = T;
   m->prefill = T > 1;
@@ -347,9 +320,9 @@ Qwen35GpuStep::Qwen35GpuStep(std::shared_ptr<const Qwen35DeviceWeights> w, int64
   if (m->prefill) {
     int64_t most = 0;
     for (const auto& L : w->layers) {
-      for (const DevMat& p : L.parts) most = std::max(most, p.mv.n * p.mv.k);
-      most = std::max(most, L.out.mv.n * L.out.mv.k);
-      if (L.has_fused) most = std::max(most, L.fused.mv.n * L.fused.mv.k);
+      for (const DevMat& p : L.parts) most = std::max(most, p.n * p.k);
+      most = std::max(most, L.out.n * L.out.k);
+      if (L.fused) most = std::max(most, L.fused->n * L.fused->k);
     }
     m->scratch = bf(most);
     m->cublas = std::make_unique<cuda::CublasHandle>();
@@ -454,14 +427,12 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
     ++launches;
   };
   nvtx_range step_range(M.prefill ? "qwen35_prefill_step" : "qwen35_decode_step");
-  // y[T][n] (row stride ldy) = x[T][k] W^T: decode W4A8 matvec on the raw blocks (q8 of x given),
-  // prefill dequant + cuBLAS GEMM.
+  // y[T][n] (row stride ldy) = x[T][k] W^T: decode W4A8 matvec on the repacked view (q8 of x given),
+  // prefill dequant + cuBLAS GEMM on the ggml blocks.
   auto linear_q8 = [&](const char* name, const DevMat& wm, const bf16* in, bf16* out, int64_t ldy) {
     if (M.prefill) {
-      L_("dequant_bf16",
-         [&] { cuda::dequantize(wm.type, wm.mv.qdata, M.scratch.get(), wm.mv.n, wm.mv.k, s); });
-      L_(name,
-         [&] { cuda::gemm_bf16(M.cublas->get(), in, M.scratch.get(), out, T, wm.mv.n, wm.mv.k, ldy, s); });
+      L_("dequant_bf16", [&] { cuda::dequantize(wm.type, wm.raw, M.scratch.get(), wm.n, wm.k, s); });
+      L_(name, [&] { cuda::gemm_bf16(M.cublas->get(), in, M.scratch.get(), out, T, wm.n, wm.k, ldy, s); });
     } else {
       L_(name, [&] { cuda::w4a8_matvec(wm.mv, M.q8.get(), 1, out, cuda::MatvecEpilogue::none, s); });
     }
@@ -502,22 +473,22 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
     pending = nullptr;
   };
   auto linear = [&](const char* name, const DevMat& wm, const bf16* in, bf16* out) {
-    quantize(in, wm.mv.k);
-    linear_q8(name, wm, in, out, wm.mv.n);
+    quantize(in, wm.k);
+    linear_q8(name, wm, in, out, wm.n);
   };
   // The projection rows [T][ld]: fused one weight over all parts; unfused one per part into its
   // columns (decode: the same activation quantization, so the same bits; rows are independent).
   auto projection = [&](const char* fused_name, const char* part_name, const Qwen35DeviceWeights::Layer& L,
                         int64_t ld) {
     if (!xn_quantized) quantize(M.xn.get(), H);
-    if (fused && L.has_fused) {
-      linear_q8(fused_name, L.fused, M.xn.get(), M.proj.get(), ld);
+    if (fused && L.fused) {
+      linear_q8(fused_name, *L.fused, M.xn.get(), M.proj.get(), ld);
       return;
     }
     int64_t col = 0;
     for (const DevMat& p : L.parts) {
       linear_q8(part_name, p, M.xn.get(), M.proj.get() + col, ld);
-      col += p.mv.n;
+      col += p.n;
     }
   };
   const int64_t n_sub = 2 * static_cast<int64_t>(W.layers.size());
@@ -531,6 +502,12 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
     const bool run_mixer = static_cast<int64_t>(2 * li) >= M.sub_begin;
     const bool run_moe = static_cast<int64_t>(2 * li + 1) < sub_end;
     if (run_mixer) {
+      // Decode, fused: the norm quantizes xn for the projection, which then runs w4a8_matvec from q8
+      // (auto: the legacy kernel for int4 at K 2048). The alternative, w4a8_matvec_bf16 quantizing
+      // inside its r6u2 kernel, launches as many kernels; on the in_proj shape the matvec's H200
+      // figures (kernels/gemv/w4a8_matvec.cu: 8.2 us, vs 9.4 for a quantize kernel + legacy, the
+      // quantize kernel ~1.3 us in the gemma step's profile) suggest legacy alone is no slower (not
+      // measured inside this step). Same bits either way.
       norm("attn_norm", L.attn_norm, fused && !M.prefill ? M.q8.get() : nullptr);
       xn_quantized = fused && !M.prefill;
       if (L.full) {
@@ -803,13 +780,15 @@ uint64_t Qwen35GpuStep::bytes() const {
   const Qwen35DeviceWeights& W = *m->w;
   const Qwen35MoeDims& q = W.config.qwen;
   const uint64_t T = static_cast<uint64_t>(m->T), H = static_cast<uint64_t>(W.config.hidden);
-  uint64_t b = W.lm_head.bytes + T * H * 2;  // lm_head + the embedding rows (as bf16)
+  uint64_t b = W.lm_head.packed_bytes + T * H * 2;  // lm_head + the embedding rows (as bf16)
+  // The layout this phase reads: decode the repacked views, prefill the ggml blocks.
+  auto wb = [&](const DevMat& d) { return m->prefill ? d.raw_bytes : d.packed_bytes; };
   // Experts touched: each token's slots, at most every expert once.
   const uint64_t experts = std::min<uint64_t>(T * static_cast<uint64_t>(q.top_k), q.n_experts) + 1;
   for (size_t i = 0; i < W.layers.size(); ++i) {
     const auto& L = W.layers[i];
-    for (const DevMat& p : L.parts) b += p.bytes;
-    b += L.out.bytes + experts * W.expert_bytes_per_layer;
+    for (const DevMat& p : L.parts) b += wb(p);
+    b += wb(L.out) + experts * W.expert_bytes_per_layer;
     b += static_cast<uint64_t>(q.n_experts + 1) * H * 4;  // router + shared gate (F32)
     if (L.full) {  // K/V read up to the last position, new rows written
       b += 2 * static_cast<uint64_t>(m->context + m->T) * q.n_kv_heads * q.head_dim * 2;
@@ -827,8 +806,8 @@ uint64_t Qwen35GpuStep::flops() const {
   const uint64_t H = static_cast<uint64_t>(W.config.hidden), T = static_cast<uint64_t>(m->T);
   uint64_t f = 2ull * W.config.vocab * H;
   for (const auto& L : W.layers) {
-    for (const DevMat& p : L.parts) f += 2ull * T * p.mv.n * p.mv.k;
-    f += 2ull * T * L.out.mv.n * L.out.mv.k;
+    for (const DevMat& p : L.parts) f += 2ull * T * p.n * p.k;
+    f += 2ull * T * L.out.n * L.out.k;
     f += 2ull * T * ((q.top_k + 1) * 3 * q.expert_intermediate * H + (q.n_experts + 1) * H);
     if (L.full) f += 4ull * T * (m->context + m->T) * q.n_heads * q.head_dim;  // causal: an upper bound
   }

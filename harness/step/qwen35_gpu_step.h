@@ -1,9 +1,12 @@
 #pragma once
 // The whole qwen3.5-moe decode step on the GPU, assembled from kernels/ (DESIGN §3 "Whole steps";
-// CPU truth reference/step/qwen35_step.h). Weights are loaded once from a GGUF as raw ggml blocks
-// (the W4A8 matvec and the MoE kernels read Q4_K / Q6_K blocks in place; no repacking), projections
-// of a load-time fusion group back to back so the fused weight is one pointer and the parts are
-// views into it. Experts: [gate; up] per expert row-concatenated for the fused GEMM1, gate and up
+// CPU truth reference/step/qwen35_step.h). Weights are loaded once from a GGUF (harness/step/
+// repacked_weights.h): the dense projections repacked for the decode matvec (Q4_K -> int4 u8 codes,
+// Q6_K -> int6 i8 codes) and/or as raw ggml blocks for prefill's dequantize + GEMM, only the layouts
+// asked for; lm_head repacked only (both phases run it as a matvec); the experts as raw Q4_K blocks
+// (the MoE kernels read them in place). Projections of a load-time fusion group sit back to back so
+// the fused weight is one pointer and the parts are views into it. Experts: [gate; up] per expert
+// row-concatenated for the fused GEMM1, gate and up
 // separately for the unfused twin, down; the shared expert appended as expert id E of each.
 // Requires the Q4_K recipe (make-model --recipe q4_k): the MoE kernels take Q4_K experts only and
 // the matvec has no Q5_K path (Q4_K_M gives attn_qkv Q5_K and some ffn_down Q6_K); anything else
@@ -12,7 +15,7 @@
 // Qwen35GpuStep owns the KV caches (bf16), GDN conv/recurrent states and activations of one step of
 // T tokens at one context, and enqueues it; tokens and positions live in device memory, so one
 // captured CUDA graph replays (each replay advances the GDN states, as decode does).
-// Decode (T = 1): W4A8 matvecs on the raw blocks. Prefill (T > 1; simple, not tuned): each linear
+// Decode (T = 1): W4A8 matvecs on the repacked weights. Prefill (T > 1; simple, not tuned): each linear
 // dequantizes its ggml blocks to bf16 and runs a cuBLAS GEMM (kernels/prefill); the GDN conv and
 // delta rule run sequentially over T inside their kernels; SDPA is causal over the new tokens; the
 // MoE runs the decode kernels over T x slots pairs (fused GEMM2 in token chunks that fit its shared
@@ -37,8 +40,11 @@ namespace fb {
 
 struct Qwen35DeviceWeights;  // opaque
 
+// packed: the decode layouts of the dense projections; raw: their ggml blocks (prefill). A step
+// throws std::invalid_argument when its phase's layout is missing.
 std::shared_ptr<Qwen35DeviceWeights> load_qwen35_device_weights(const GgufFile& file,
-                                                                const ModelConfig& config);
+                                                                const ModelConfig& config, bool packed,
+                                                                bool raw);
 std::vector<std::string> qwen35_fusion_summary(const Qwen35DeviceWeights& w);
 
 enum class Qwen35Variant { fused, unfused };

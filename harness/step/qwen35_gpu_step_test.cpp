@@ -53,7 +53,8 @@ class Qwen35GpuStepTest : public ::testing::Test {
     o.recipe = QuantRecipe::q4_k;
     make_model(ref::qwen35_step_tiny_config(), s_path, o);
     s_file = std::make_unique<GgufFile>(GgufFile::open(s_path));
-    s_weights = load_qwen35_device_weights(*s_file, ref::qwen35_step_tiny_config());
+    // Both layouts: the tests run decode and prefill steps on one load.
+    s_weights = load_qwen35_device_weights(*s_file, ref::qwen35_step_tiny_config(), true, true);
     s_ref = std::make_unique<ref::Qwen35RefWeights>(
         ref::load_qwen35_ref_weights(*s_file, ref::qwen35_step_tiny_config(), false));
     // The model of the harness's tiny step cases (harness/runner/kernels/qwen35_step.cpp: seed 0).
@@ -62,7 +63,7 @@ class Qwen35GpuStepTest : public ::testing::Test {
     o.seed = 0;
     make_model(ref::qwen35_step_tiny_config(), s_path0, o);
     s_file0 = std::make_unique<GgufFile>(GgufFile::open(s_path0));
-    s_weights0 = load_qwen35_device_weights(*s_file0, ref::qwen35_step_tiny_config());
+    s_weights0 = load_qwen35_device_weights(*s_file0, ref::qwen35_step_tiny_config(), true, true);
     s_ref0 = std::make_unique<ref::Qwen35RefWeights>(
         ref::load_qwen35_ref_weights(*s_file0, ref::qwen35_step_tiny_config(), false));
   }
@@ -82,11 +83,13 @@ class Qwen35GpuStepTest : public ::testing::Test {
 
   // GPU step from a fresh copy of the seeded state; graph: replay a captured graph once instead of
   // the eager run (the eager run that sets kernel attributes comes first, then the state is reset).
-  // routing: run the MoE on the reference step's expert choice (see the prefill tests).
+  // routing: run the MoE on the reference step's expert choice (see the prefill tests); weights:
+  // another load of the seed-5 model (default: s_weights, both layouts).
   std::vector<float> gpu(int64_t ctx, Qwen35Variant v, bool graph, const std::vector<int32_t>& tokens,
-                         const ref::Qwen35Trace* routing = nullptr) {
+                         const ref::Qwen35Trace* routing = nullptr,
+                         std::shared_ptr<const Qwen35DeviceWeights> weights = nullptr) {
     const ModelConfig c = ref::qwen35_step_tiny_config();
-    Qwen35GpuStep step(s_weights, static_cast<int64_t>(tokens.size()), ctx, v);
+    Qwen35GpuStep step(weights ? weights : s_weights, static_cast<int64_t>(tokens.size()), ctx, v);
     const ref::Qwen35State st = ref::make_qwen35_state(c, step.capacity(), ctx, 21);
     step.upload_state(st);
     step.set_tokens(tokens);
@@ -199,6 +202,22 @@ TEST_F(Qwen35GpuStepTest, GraphReplayEqualsEager) {
   const std::vector<float> pg = gpu(70, Qwen35Variant::fused, true, toks);
   EXPECT_TRUE(compare(pe, pg).bit_exact)
       << "prefill: a graph replay from the same state must repeat the eager step";
+}
+
+// A load of one phase's layouts serves that phase only, with the same bits as the load of both.
+TEST_F(Qwen35GpuStepTest, PhaseLayoutsLoadAlone) {
+  const ModelConfig c = ref::qwen35_step_tiny_config();
+  const auto decode_only = load_qwen35_device_weights(*s_file, c, true, false);
+  const auto prefill_only = load_qwen35_device_weights(*s_file, c, false, true);
+  EXPECT_THROW(Qwen35GpuStep(decode_only, 2, 0, Qwen35Variant::fused), std::invalid_argument);
+  EXPECT_THROW(Qwen35GpuStep(prefill_only, 1, 0, Qwen35Variant::fused), std::invalid_argument);
+  for (const Qwen35Variant v : {Qwen35Variant::fused, Qwen35Variant::unfused}) {
+    EXPECT_TRUE(compare(gpu(40, v, false, {23}), gpu(40, v, false, {23}, nullptr, decode_only)).bit_exact)
+        << "decode on the packed-only load";
+    const std::vector<int32_t> toks = ref::step_tokens(c.vocab, 9, 6);
+    EXPECT_TRUE(compare(gpu(40, v, false, toks), gpu(40, v, false, toks, nullptr, prefill_only)).bit_exact)
+        << "prefill on the raw-only load";
+  }
 }
 
 // Prefill: T tokens in one step (cuBLAS linears, sequential GDN over T, causal SDPA, MoE over T x slots
@@ -398,7 +417,10 @@ TEST_F(Qwen35GpuStepTest, RejectsQ4KMWithADiagnostic) {
   o.seed = 5;
   make_model(ref::qwen35_step_tiny_config(), p, o);
   const GgufFile f = GgufFile::open(p);
-  EXPECT_THROW(load_qwen35_device_weights(f, ref::qwen35_step_tiny_config()), std::invalid_argument);
+  for (const bool packed : {true, false})
+    EXPECT_THROW(load_qwen35_device_weights(f, ref::qwen35_step_tiny_config(), packed, !packed),
+                 std::invalid_argument)
+        << (packed ? "decode" : "prefill") << " layouts";
   fs::remove(p);
 }
 

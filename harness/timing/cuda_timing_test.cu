@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <stdexcept>
 
 #include <cuda_runtime_api.h>
@@ -75,6 +76,67 @@ TEST_F(CudaTiming, HotMedianMatchesKnownDuration) {
   EXPECT_FALSE(t.cold);
   EXPECT_TRUE(t.launch_gated);
   expect_sleep_timing(t, kSleepMs);
+}
+
+// Back-to-back: each sample is the per-launch time of N sleeps, so it matches the known duration as
+// a single launch does, with N and the method recorded. Loose bounds only (no flaky timing asserts).
+TEST_F(CudaTiming, BackToBackPerLaunchMatchesKnownDurationAndRecordsN) {
+  Stream s;
+  TimingOptions o = quick();
+  o.launches_per_sample = 4;
+  int calls = 0;
+  const Timing t = time_cuda(
+      [&](cudaStream_t st) {
+        ++calls;
+        launch_sleep(st, kSleepMs);
+      },
+      s.get(), o);
+  EXPECT_EQ(t.method, "cuda-events-b2b");
+  EXPECT_EQ(t.launches_per_sample, 4);
+  EXPECT_TRUE(t.launch_gated);
+  EXPECT_FALSE(t.cold);
+  // Warm-up launches once per round, every kept sample four times (the injected-slowdown probe is
+  // off; a sample dropped for a timed-out gate would also clear launch_gated).
+  if (t.launch_gated)
+    EXPECT_EQ(static_cast<size_t>(calls), static_cast<size_t>(o.warmup) + 4 * t.samples.size());
+  expect_sleep_timing(t, kSleepMs);
+  // min_seconds counts all four launches: 50 ms of 4 ms samples is reached by min_samples already.
+  EXPECT_EQ(t.samples.size(), 20u);
+}
+
+// A short kernel: the per-launch b2b time is no larger than the single-launch time (which carries the
+// event + first-launch floor) beyond noise, and both are positive. Printed for the record.
+TEST_F(CudaTiming, BackToBackOfAShortKernelIsNotSlowerThanOneLaunch) {
+  Stream s;
+  auto launch = [](cudaStream_t st) { launch_sleep(st, 0.002); };  // 2 us
+  const Timing one = time_cuda(launch, s.get(), quick());
+  TimingOptions o = quick();
+  o.launches_per_sample = 50;
+  const Timing b2b = time_cuda(launch, s.get(), o);
+  EXPECT_EQ(b2b.launches_per_sample, 50);
+  EXPECT_EQ(b2b.method, "cuda-events-b2b");
+  EXPECT_GT(one.summary.median_ms, 0.0);
+  EXPECT_GT(b2b.summary.median_ms, 0.0);
+  if (!under_compute_sanitizer()) {
+    // At least about the sleep itself (%globaltimer may tick in 1 us steps, so half of it).
+    EXPECT_GE(b2b.summary.median_ms, 0.5 * 0.002);
+    EXPECT_LE(b2b.summary.median_ms, 2.0 * one.summary.median_ms);
+  }
+  std::printf("2 us sleep: one launch %.2f us, back to back x50 %.2f us per launch\n",
+              one.summary.median_ms * 1e3, b2b.summary.median_ms * 1e3);
+}
+
+TEST_F(CudaTiming, BackToBackRefusesColdAndGraphReplayRecordsN) {
+  Stream s;
+  TimingOptions o = quick();
+  o.launches_per_sample = 3;
+  o.cold = true;
+  EXPECT_THROW(time_cuda([](cudaStream_t st) { launch_sleep(st, 0.01); }, s.get(), o), std::invalid_argument);
+  o.cold = false;
+  const Timing g = time_cuda_graph([](cudaStream_t st) { launch_sleep(st, kSleepMs); }, s.get(), o);
+  EXPECT_EQ(g.method, "cuda-graph-replay-b2b");
+  EXPECT_EQ(g.launches_per_sample, 3);
+  expect_sleep_timing(g, kSleepMs);
 }
 
 TEST_F(CudaTiming, ColdFlushesAndStillTimesOnlyTheWork) {

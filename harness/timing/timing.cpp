@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <numeric>
+#include <stdexcept>
 
 namespace fb {
 
@@ -21,6 +22,19 @@ double percentile_sorted(const std::vector<double>& sorted, double q) {
 }
 
 }  // namespace
+
+std::string method_name(const char* base, int launches_per_sample) {
+  return launches_per_sample > 1 ? std::string(base) + "-b2b" : std::string(base);
+}
+
+void check_timing_options(const TimingOptions& opt) {
+  if (opt.launches_per_sample < 1)
+    throw std::invalid_argument("timing: launches_per_sample " + std::to_string(opt.launches_per_sample) +
+                                " < 1");
+  // Only the first of N launches would see the flushed L2: neither a cold nor a hot figure.
+  if (opt.launches_per_sample > 1 && opt.cold)
+    throw std::invalid_argument("timing: cold timing takes one launch per sample");
+}
 
 TimingSummary summarize(const std::vector<Sample>& samples) {
   TimingSummary s;
@@ -56,6 +70,7 @@ nlohmann::json to_json(const Timing& t) {
   nlohmann::json j;
   j["method"] = t.method;
   j["cold"] = t.cold;
+  j["launches_per_sample"] = t.launches_per_sample;
   j["launch_gated"] = t.launch_gated;
   j["summary"] = {{"n", s.n},           {"throttled", s.throttled}, {"median_ms", s.median_ms},
                   {"p25_ms", s.p25_ms}, {"p75_ms", s.p75_ms},       {"iqr_ms", s.iqr_ms},
@@ -74,20 +89,23 @@ nlohmann::json to_json(const Timing& t) {
 
 Timing time_cpu(const std::function<void()>& fn, const TimingOptions& opt) {
   using clock = std::chrono::steady_clock;
+  check_timing_options(opt);
   Timing t;
-  t.method = "cpu-steady-clock";
+  const int n = opt.launches_per_sample;
+  t.method = method_name("cpu-steady-clock", n);
   t.cold = opt.cold;  // recorded as asked; there is no CPU cache flush, so cold means nothing here
+  t.launches_per_sample = n;
   for (int i = 0; i < opt.warmup; ++i) fn();
   double total_ms = 0;
   const double min_ms = opt.min_seconds * 1e3;
   while (static_cast<int>(t.samples.size()) < opt.max_samples &&
          (static_cast<int>(t.samples.size()) < opt.min_samples || total_ms < min_ms)) {
     const auto t0 = clock::now();
-    fn();
+    for (int i = 0; i < n; ++i) fn();
     const auto t1 = clock::now();
     const double ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
     total_ms += ms;
-    t.samples.push_back(Sample{ms, 0, false});
+    t.samples.push_back(Sample{ms / n, 0, false});
   }
   t.summary = summarize(t.samples);
   return t;

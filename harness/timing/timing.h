@@ -3,6 +3,9 @@
 // `min_seconds` of timed work (capped by max_samples), median + IQR with every sample kept; hot
 // (same buffers) and cold (L2 flushed before each sample) are separate measurements; SM clock read
 // per sample and throttled samples flagged. CPU timing uses the same statistics, labelled as such.
+// A third, back-to-back ("b2b") figure puts launches_per_sample launches between one pair of events
+// and reports elapsed / N per sample: the per-launch time without the fixed event + launch floor,
+// comparable to peers that report the mean of many back-to-back runs (llama.cpp test-backend-ops).
 #include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -27,6 +30,10 @@ struct TimingOptions {
   // host function). A launcher that synchronizes internally cannot be gated; the gate notices (it
   // opens by itself after 20 ms), then stops gating that measurement. Set false to skip it.
   bool gate_launches = true;
+  // Launches of the work per sample (>= 1). With N > 1 a sample is [gate] start, N launches
+  // back to back, stop, and its ms is elapsed / N; min_seconds still counts the whole elapsed time.
+  // Hot only: cold with N > 1 would flush before the first launch only, so it is refused.
+  int launches_per_sample = 1;
 };
 
 struct Sample {
@@ -42,18 +49,27 @@ struct TimingSummary {
 };
 
 struct Timing {
-  std::string method;  // "cuda-events" | "cuda-graph-replay" | "cpu-steady-clock"
+  // "cuda-events" | "cuda-graph-replay" | "cpu-steady-clock", with "-b2b" appended when
+  // launches_per_sample > 1 (method_name).
+  std::string method;
   bool cold = false;
-  bool launch_gated = false;  // every sample was enqueued behind the gate (TimingOptions::gate_launches)
+  int launches_per_sample = 1;  // each sample's ms is the elapsed time over this many launches, / N
+  bool launch_gated = false;    // every sample was enqueued behind the gate (TimingOptions::gate_launches)
   std::vector<Sample> samples;
   TimingSummary summary;  // over the samples not flagged throttled, unless all were throttled
 };
+
+// The method label for a timer ("cuda-events", ...) at N launches per sample: "<base>-b2b" when N > 1.
+std::string method_name(const char* base, int launches_per_sample);
+// Throws std::invalid_argument for options no timer accepts (launches_per_sample < 1, or > 1 with
+// cold).
+void check_timing_options(const TimingOptions& opt);
 
 // Order statistics with linear interpolation (numpy's default percentile method).
 TimingSummary summarize(const std::vector<Sample>& samples);
 nlohmann::json to_json(const Timing& t);
 
-// CPU timing of fn() with std::chrono::steady_clock.
+// CPU timing of fn() with std::chrono::steady_clock (launches_per_sample calls of fn per sample).
 Timing time_cpu(const std::function<void()>& fn, const TimingOptions& opt);
 
 // GPU timing of launch(stream) with CUDA events around each sample. Only in CUDA builds

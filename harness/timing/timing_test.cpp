@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <numeric>
+#include <stdexcept>
 
 namespace fb {
 namespace {
@@ -116,6 +117,62 @@ TEST(TimeCpu, MaxSamplesCaps) {
   EXPECT_EQ(t.samples.size(), 7u);
 }
 
+// Back-to-back: N calls per sample, each sample the per-call time, the total time (not the per-call
+// time) counted against min_seconds. Structure only, no timed assertions beyond loose sanity.
+TEST(TimeCpu, BackToBackCallsNTimesPerSampleAndRecordsN) {
+  int calls = 0;
+  TimingOptions opt;
+  opt.warmup = 2;
+  opt.min_samples = 10;
+  opt.min_seconds = 0;
+  opt.launches_per_sample = 5;
+  const Timing t = time_cpu([&] { ++calls; }, opt);
+  EXPECT_EQ(t.method, "cpu-steady-clock-b2b");
+  EXPECT_EQ(t.launches_per_sample, 5);
+  EXPECT_EQ(t.samples.size(), 10u);
+  EXPECT_EQ(calls, 2 + 10 * 5);  // warm-up stays one call per round
+  EXPECT_EQ(to_json(t).at("launches_per_sample"), 5);
+}
+
+TEST(TimeCpu, BackToBackSampleIsPerCallAndMinSecondsCountsAllCalls) {
+  TimingOptions opt;
+  opt.warmup = 0;
+  opt.min_samples = 1;
+  opt.min_seconds = 0.03;
+  opt.launches_per_sample = 4;
+  const Timing t = time_cpu([] { spin_for(std::chrono::microseconds(1000)); }, opt);
+  // Each call takes >= 1 ms, so a sample (the mean call) does too, and 4 calls per sample reach
+  // 30 ms within 8 samples; had min_seconds counted per-call time it would have taken ~30.
+  EXPECT_GE(t.summary.min_ms, 1.0);
+  EXPECT_LE(t.samples.size(), 8u);
+  double total = 0;
+  for (const Sample& s : t.samples) total += s.ms * 4;
+  EXPECT_GE(total, 30.0);
+}
+
+TEST(TimeCpu, DefaultIsOneCallPerSample) {
+  TimingOptions opt;
+  opt.warmup = 0;
+  opt.min_samples = 3;
+  opt.min_seconds = 0;
+  const Timing t = time_cpu([] {}, opt);
+  EXPECT_EQ(t.method, "cpu-steady-clock");
+  EXPECT_EQ(t.launches_per_sample, 1);
+}
+
+TEST(TimingOptionsCheck, RejectsZeroLaunchesAndColdBackToBack) {
+  TimingOptions opt;
+  opt.launches_per_sample = 0;
+  EXPECT_THROW(time_cpu([] {}, opt), std::invalid_argument);
+  opt.launches_per_sample = 2;
+  opt.cold = true;
+  EXPECT_THROW(check_timing_options(opt), std::invalid_argument);
+  opt.launches_per_sample = 1;
+  EXPECT_NO_THROW(check_timing_options(opt));
+  EXPECT_EQ(method_name("cuda-events", 1), "cuda-events");
+  EXPECT_EQ(method_name("cuda-events", 2), "cuda-events-b2b");
+}
+
 TEST(TimingJson, CarriesSummaryAndEverySample) {
   Timing t;
   t.method = "cuda-events";
@@ -129,6 +186,7 @@ TEST(TimingJson, CarriesSummaryAndEverySample) {
   EXPECT_EQ(j.at("method"), "cuda-events");
   EXPECT_EQ(j.at("cold"), true);
   EXPECT_EQ(j.at("launch_gated"), true);
+  EXPECT_EQ(j.at("launches_per_sample"), 1);
   const auto& s = j.at("summary");
   for (const char* key :
        {"n", "throttled", "median_ms", "p25_ms", "p75_ms", "iqr_ms", "min_ms", "max_ms", "mean_ms"}) {

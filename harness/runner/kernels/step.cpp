@@ -21,6 +21,7 @@
 
 #if FUSEBENCH_WITH_CUDA
 #include "harness/step/gemma4_gpu_step.h"
+#include "harness/step/repacked_weights.h"
 #include "kernels/common/cuda_check.h"
 #endif
 
@@ -37,7 +38,7 @@ struct LoadedModel {
   std::map<bool, std::shared_ptr<const ref::Gemma4RefWeights>> ref;  // by fused load
 #if FUSEBENCH_WITH_CUDA
   std::shared_ptr<Gemma4DeviceWeights> device;
-  bool packed = false, raw = false;
+  WeightLayouts layouts;  // the layouts `device` holds
 #endif
 };
 
@@ -85,14 +86,9 @@ class StepCase final : public WholeStepCase {
   void device_setup(cudaStream_t) override {
     {
       std::lock_guard<std::mutex> lock(g_models_mutex);
-      const bool need_packed = !m_prefill, need_raw = m_prefill;
-      if (!m_model->device || (need_packed && !m_model->packed) || (need_raw && !m_model->raw)) {
-        const bool packed = m_model->packed || need_packed, raw = m_model->raw || need_raw;
-        m_model->device.reset();  // free before loading the union
-        m_model->device = load_gemma4_device_weights(*m_model->file, m_config, packed, raw);
-        m_model->packed = packed;
-        m_model->raw = raw;
-      }
+      load_layouts_for_phase(m_model->device, m_model->layouts, m_prefill, [&](WeightLayouts l) {
+        return load_gemma4_device_weights(*m_model->file, m_config, l.packed, l.raw);
+      });
     }
     m_step =
         std::make_unique<Gemma4GpuStep>(m_model->device, m_prefill, m_p.tokens, m_p.context,
