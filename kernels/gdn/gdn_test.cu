@@ -113,6 +113,8 @@ TEST_P(ConvTest, ManualMatchesReferenceAndNaive) {
   test::expect_bit_exact(sref, dstate2.read(what), "naive conv state " + what);
 }
 
+// T one-token calls run the sliding (decode) form; one call with T > 4 runs the per-run prefill
+// form: bit-identical outputs and states pin the prefill form to the sliding form's arithmetic.
 TEST_P(ConvTest, DecodeStepsEqualOneCall) {
   FB_SKIP_WITHOUT_GPU();
   const auto [shape, T] = GetParam();
@@ -132,7 +134,11 @@ TEST_P(ConvTest, DecodeStepsEqualOneCall) {
 INSTANTIATE_TEST_SUITE_P(Gdn, ConvTest,
                          ::testing::Values(ConvCase{&kFull, 1}, ConvCase{&kFull, 4}, ConvCase{&kFull, 64},
                                            ConvCase{&kFull, 512}, ConvCase{&kTiny, 1}, ConvCase{&kTiny, 8},
-                                           ConvCase{&kTiny, 100}),
+                                           ConvCase{&kTiny, 100},
+                                           // run edges of the prefill form (runs of 8): one short
+                                           // run, a one-token last run, a partial channel block
+                                           ConvCase{&kFull, 5}, ConvCase{&kFull, 9}, ConvCase{&kFull, 513},
+                                           ConvCase{&kTiny, 3}, ConvCase{&kNarrow, 13}),
                          conv_name);
 
 // ---- delta rule ---------------------------------------------------------------------------------
@@ -200,6 +206,28 @@ TEST_P(DeltaRuleTest, FusedMatchesFp64AndTwin) {
   test::expect_bit_exact(state, download_f32(st2), "fused vs prenormed twin, states " + what);
 }
 
+// T one-token calls equal one call over T tokens bit for bit: the prefill loop's pipelining (inputs
+// loaded two tokens ahead, double-buffered q/k/gates) leaves each token's arithmetic unchanged.
+TEST_P(DeltaRuleTest, StepsEqualOneCall) {
+  FB_SKIP_WITHOUT_GPU();
+  const auto [shape, T] = GetParam();
+  const auto d = dims(*shape);
+  const std::string what = std::string(shape->name) + " T " + std::to_string(T);
+  const DeltaInputs in(*shape, T);
+  Bf16Buf dqkv(in.qkv), dinp(in.inproj), oa(T * d.value_dim()), ob(T * d.value_dim());
+  auto dA = upload(in.A);
+  auto ddt = upload(in.dt);
+  auto sa = upload(in.s0);
+  auto sb = upload(in.s0);
+  const __nv_bfloat16* ba = dinp.get() + (in.ld - 2 * d.v_heads);
+  cuda::gated_delta_rule(d, dqkv.get(), T, ba, in.ld, dA.get(), ddt.get(), sa.get(), oa.get(), nullptr);
+  for (int64_t t = 0; t < T; ++t)
+    cuda::gated_delta_rule(d, dqkv.get() + t * in.C, 1, ba + t * in.ld, in.ld, dA.get(), ddt.get(), sb.get(),
+                           ob.get() + t * d.value_dim(), nullptr);
+  test::expect_bit_exact(oa.read(what), ob.read(what), "delta rule outputs, steps vs one call " + what);
+  test::expect_bit_exact(download_f32(sa), download_f32(sb), "delta rule states, steps vs one call " + what);
+}
+
 // A decode step is graph-safe: captured once and replayed twice == two direct launches.
 TEST(DeltaRuleGraph, ReplayEqualsDirect) {
   FB_SKIP_WITHOUT_GPU();
@@ -235,7 +263,9 @@ INSTANTIATE_TEST_SUITE_P(Gdn, DeltaRuleTest,
                          ::testing::Values(DeltaCase{&kFull, 1}, DeltaCase{&kFull, 4}, DeltaCase{&kFull, 64},
                                            DeltaCase{&kFull, 512}, DeltaCase{&kTiny, 1}, DeltaCase{&kTiny, 8},
                                            DeltaCase{&kTiny, 100}, DeltaCase{&kNarrow, 1},
-                                           DeltaCase{&kNarrow, 5}),
+                                           DeltaCase{&kNarrow, 5},
+                                           // pipeline edges: no prefetch (T = 2), an odd tail
+                                           DeltaCase{&kTiny, 2}, DeltaCase{&kTiny, 3}, DeltaCase{&kFull, 7}),
                          delta_name);
 
 // ---- gated RMSNorm ------------------------------------------------------------------------------
