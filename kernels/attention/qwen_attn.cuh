@@ -15,9 +15,11 @@
 //
 // SDPA: bf16 K/V caches [nkv][capacity][hd], causal (token t attends positions 0 .. pos[t]), scale
 // 1/sqrt(hd), GQA (q head h uses kv head h / (nh / nkv)). Split-K over fixed chunks of `capacity`
-// (chosen on the host from T and capacity only), kv length read in-kernel from the device positions, so
-// a launch is graph-safe at any context <= capacity. One block per (split, kv head, token) serves the
-// whole GQA group from one read of K/V. hd in {64, 128, 256}, nh / nkv in {1, 2, 4, 8}.
+// (chosen on the host from the dims, T and capacity only), kv length read in-kernel from the device
+// positions, so a launch is graph-safe at any context <= capacity. Tensor-core flash decoding
+// (qwen_sdpa.cu): one warp per (split, kv head, 8 / group tokens) serves the whole GQA group from one
+// read of K/V; fp32 softmax. One split (large T): no combine launch. hd in {64, 128, 256}, nh / nkv in
+// {1, 2, 4, 8}; k/v caches and the workspace 16-byte aligned.
 #include <cstddef>
 #include <cstdint>
 
@@ -54,8 +56,8 @@ void qwen_kv_append(const QwenAttnDims& d, const __nv_bfloat16* k, const __nv_bf
 void qwen_sigmoid_gate_mul(const __nv_bfloat16* attn, const __nv_bfloat16* gate, int64_t ldg, int64_t gstride,
                            int64_t T, int n_heads, int head_dim, __nv_bfloat16* y, cudaStream_t stream);
 
-// Split count (from T and capacity only: fixed for a captured graph) and workspace floats.
-int qwen_sdpa_splits(int64_t T, int64_t capacity);
+// Split count (from the dims, T and capacity only: fixed for a captured graph) and workspace floats.
+int qwen_sdpa_splits(const QwenAttnDims& d, int64_t T, int64_t capacity);
 size_t qwen_sdpa_workspace_floats(const QwenAttnDims& d, int64_t T, int64_t capacity);
 // q [T][nh][hd]; out [T][nh*hd]. gate null: out = bf16(attn). gate non-null: the fused output gate,
 // gate of token t head h at gate + t * ldg + h * gstride (the projection row: ldg = ldp, gstride = 2hd,

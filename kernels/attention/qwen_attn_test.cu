@@ -36,8 +36,13 @@ const Case kCases[] = {
     {"tiny_prefill_T100", 4, 2, 64, 16, 1e4, 100, 70},
     {"full_prefill_T512", 16, 2, 256, 64, 1e7, 512, 100},
     {"full_decode", 16, 2, 256, 64, 1e7, 1, 1000},
+    // Short context: 16-key splits (the last one partly past the live keys).
+    {"full_decode_ctx500", 16, 2, 256, 64, 1e7, 1, 500},
     {"full_prefill", 16, 2, 256, 64, 1e7, 3, 4100},
-    // 128K: the split count hits its cap (512 splits of 257 positions) and RoPE angles reach 1e5 rad.
+    // hd 128 with groups 1 and 4: 8 and 2 tokens share a warp (the last warp partly past T).
+    {"g1_prefill_hd128", 4, 4, 128, 32, 1e4, 11, 40},
+    {"g4_decode_hd128", 8, 2, 128, 32, 1e4, 2, 900},
+    // 128K: 257 splits of 512 keys, and RoPE angles reach 1e5 rad.
     {"full_decode_128k", 16, 2, 256, 64, 1e7, 1, 131072},
 };
 
@@ -190,6 +195,16 @@ TEST_P(QwenAttn, SdpaGateFusedEqualsTwinAndReference) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, QwenAttn, ::testing::ValuesIn(kCases),
                          [](const auto& info) { return std::string(info.param.name); });
+
+TEST(QwenAttnApi, SplitRuleFillsTheGpuWithFewParts) {
+  const cuda::QwenAttnDims d{16, 2, 256};
+  EXPECT_EQ(cuda::qwen_sdpa_splits(d, 1, 513), 33);  // 16-key splits at a short context
+  const int s = cuda::qwen_sdpa_splits(d, 1, 131073);
+  EXPECT_GE(2 * s, 400);  // about four one-warp partials per SM of a 132-SM part ...
+  EXPECT_LE(2 * s, 528);  // ... in one wave
+  EXPECT_EQ(cuda::qwen_sdpa_splits(d, 512, 612), 1);  // prefill: the tokens fill the GPU, no combine
+  EXPECT_EQ(cuda::qwen_sdpa_workspace_floats(d, 1, 513), size_t{16} * 33 * (2 + 256));
+}
 
 TEST(QwenAttnApi, RejectsBadShapes) {
   cuda::QwenAttnDims d{16, 3, 256};  // 16 % 3 != 0
