@@ -21,6 +21,7 @@
 #include "kernels/attention/qwen_attn.cuh"
 #include "kernels/attention/qwen_attn_device.cuh"
 #include "kernels/common/cuda_check.h"
+#include "kernels/common/launch.cuh"
 
 namespace fb::cuda {
 namespace {
@@ -387,24 +388,10 @@ __global__ void __launch_bounds__(kCombineThreads)
   }
 }
 
-// Programmatic stream serialization (both kernels wait with griddepcontrol.wait before any global
-// read): hides the launch gap to the previous kernel and between partial and combine. Captured into
-// graphs as programmatic edges.
-template <class... KArgs, class... Args>
-void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                Args... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  FB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
-}
+// Both kernels launch with programmatic stream serialization (kernels/common/launch.cuh); each waits
+// with griddepcontrol.wait before any global read. Hides the launch gap to the previous kernel and
+// between partial and combine.
+constexpr LaunchAttrs kPdl{0, true};
 
 template <int HD, int STAGES>
 void launch_partial(const SdpaArgs& a, dim3 grid, cudaStream_t s) {
@@ -419,7 +406,7 @@ void launch_partial(const SdpaArgs& a, dim3 grid, cudaStream_t s) {
     return true;
   }();
   (void)configured;
-  launch_pdl(sdpa_partial_kernel<HD, STAGES>, grid, dim3(32), kSmem, s, a);
+  launch_kernel(sdpa_partial_kernel<HD, STAGES>, grid, dim3(32), kSmem, s, kPdl, a);
 }
 
 struct SplitPlan {
@@ -491,8 +478,8 @@ void qwen_sdpa(const QwenAttnDims& d, const bf16* q, const bf16* k_cache, const 
   }();
   (void)configured;
   const dim3 cgrid(static_cast<unsigned>(d.n_heads * (d.head_dim / kCombineDims)), static_cast<unsigned>(T));
-  launch_pdl(sdpa_combine_kernel, cgrid, dim3(kCombineThreads), 0, stream, workspace, T, d.n_heads,
-             d.head_dim, a.splits, gate, ldg, gstride, out);
+  launch_kernel(sdpa_combine_kernel, cgrid, dim3(kCombineThreads), 0, stream, kPdl, workspace, T, d.n_heads,
+                d.head_dim, a.splits, gate, ldg, gstride, out);
   FB_CUDA_CHECK(cudaGetLastError());
 }
 

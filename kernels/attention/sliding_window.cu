@@ -12,6 +12,7 @@
 
 #include "kernels/attention/sliding_window.cuh"
 #include "kernels/common/cuda_check.h"
+#include "kernels/common/launch.cuh"
 
 namespace fb::cuda {
 namespace {
@@ -919,17 +920,9 @@ int pick_splits(const SlidingWindowDims& d, int rows) {
       (void)cudaGetLastError();
       continue;
     }
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(splits, 1, 1);
-    cfg.blockDim = dim3(kDecThreads, 1, 1);
-    cfg.dynamicSmemBytes = v.smem;
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = splits;
-    attr.val.clusterDim.y = 1;
-    attr.val.clusterDim.z = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
+    cudaLaunchAttribute attrs[2];
+    const cudaLaunchConfig_t cfg = launch_config(dim3(splits, 1, 1), dim3(kDecThreads, 1, 1), v.smem, nullptr,
+                                                 LaunchAttrs{static_cast<unsigned>(splits)}, attrs);
     int clusters = 0;
     if (cudaOccupancyMaxActiveClusters(&clusters, v.fn, &cfg) == cudaSuccess && clusters > 0) {
       chosen = splits;
@@ -945,19 +938,8 @@ template <int D, int kRows>
 void launch_decode(const DecodeParams& prm, int splits, int n_kv, cudaStream_t stream) {
   constexpr size_t smem = decode_smem_bytes<D, kRows>();
   ensure_attributes(reinterpret_cast<const void*>(&decode_kernel<D, kRows>), smem, splits > 8);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(splits, n_kv, 1);
-  cfg.blockDim = dim3(kDecThreads, 1, 1);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = splits;
-  attr.val.clusterDim.y = 1;
-  attr.val.clusterDim.z = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  FB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_kernel<D, kRows>, prm));
+  launch_kernel(decode_kernel<D, kRows>, dim3(splits, n_kv, 1), dim3(kDecThreads, 1, 1), smem, stream,
+                LaunchAttrs{static_cast<unsigned>(splits)}, prm);
 }
 
 // ---- staged multi-row decode: split choice and launch ----
@@ -1004,17 +986,9 @@ int pick_staged_splits(const SlidingWindowDims& d) {
       (void)cudaGetLastError();
       continue;
     }
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(splits, 1, 1);
-    cfg.blockDim = dim3(kDecThreads, 1, 1);
-    cfg.dynamicSmemBytes = smem;
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = splits;
-    attr.val.clusterDim.y = 1;
-    attr.val.clusterDim.z = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
+    cudaLaunchAttribute attrs[2];
+    const cudaLaunchConfig_t cfg = launch_config(dim3(splits, 1, 1), dim3(kDecThreads, 1, 1), smem, nullptr,
+                                                 LaunchAttrs{static_cast<unsigned>(splits)}, attrs);
     int clusters = 0;
     if (cudaOccupancyMaxActiveClusters(&clusters, fn, &cfg) == cudaSuccess && clusters > 0) {
       chosen = splits;
@@ -1030,19 +1004,8 @@ template <int D>
 void launch_staged_decode(const DecodeParams& prm, int splits, int n_kv, cudaStream_t stream) {
   const size_t smem = staged_smem_bytes<D>(prm.cap);
   ensure_attributes(reinterpret_cast<const void*>(&staged_decode_kernel<D>), smem, splits > 8);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(splits, n_kv, 1);
-  cfg.blockDim = dim3(kDecThreads, 1, 1);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = splits;
-  attr.val.clusterDim.y = 1;
-  attr.val.clusterDim.z = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  FB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, staged_decode_kernel<D>, prm));
+  launch_kernel(staged_decode_kernel<D>, dim3(splits, n_kv, 1), dim3(kDecThreads, 1, 1), smem, stream,
+                LaunchAttrs{static_cast<unsigned>(splits)}, prm);
 }
 
 template <int D, bool kLdsm>

@@ -32,6 +32,7 @@
 
 #include "kernels/attention/tq4_sdpa.cuh"
 #include "kernels/common/cuda_check.h"
+#include "kernels/common/launch.cuh"
 #include "reference/formats/half.h"
 
 namespace fb::cuda {
@@ -920,23 +921,10 @@ DecodePath decode_path_from_env() {
   throw std::invalid_argument(std::string("tq4: FB_TQ4_DECODE_PATH must be fp32 or mma, got '") + e + "'");
 }
 
-// Launch with programmatic stream serialization: the kernel may start while the previous one in the
-// stream finishes (it waits with griddepcontrol.wait before reading that kernel's output), which
-// hides the launch gap between the small decode kernels. Captured into graphs as programmatic edges.
-template <class... KArgs, class... Args>
-void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t stream, Args... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = 0;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  FB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
-}
+// The decode kernels after the first launch with programmatic stream serialization
+// (kernels/common/launch.cuh): each may start while the previous one finishes, which hides the launch
+// gap between the small decode kernels; each waits with griddepcontrol.wait before reading it.
+constexpr LaunchAttrs kPdl{0, true};
 
 // Decode (T = 1): rotate q (a plain launch: it reads the caller's q), then split-K attention,
 // combine and un-rotation, each overlapping its predecessor's tail through PDL. The split count
@@ -951,20 +939,21 @@ void launch_decode(DecodePath path, const __nv_bfloat16* q, int n_q_heads, const
       <<<rot_grid, kSlabThreads, 0, stream>>>(q, tb.rotation, n_q_heads, w.q_rot);
   FB_CUDA_CHECK_LAUNCH();
   if (path == DecodePath::mma) {
-    launch_pdl(tq4_sdpa_decode_mma_kernel, dim3(max_splits, c.n_kv_heads, 1), dim3(kThreads), stream,
-               static_cast<const float*>(w.q_rot), c.k_packed, c.k_norms, c.v_packed, c.v_norms, tb.centroids,
-               d_kv_len, c.capacity, max_splits, scale * kLog2e, w.part_o, w.part_ml);
+    launch_kernel(tq4_sdpa_decode_mma_kernel, dim3(max_splits, c.n_kv_heads, 1), dim3(kThreads), 0, stream,
+                  kPdl, static_cast<const float*>(w.q_rot), c.k_packed, c.k_norms, c.v_packed, c.v_norms,
+                  tb.centroids, d_kv_len, c.capacity, max_splits, scale * kLog2e, w.part_o, w.part_ml);
   } else {
-    launch_pdl(tq4_sdpa_split_kernel, dim3(max_splits, c.n_kv_heads, 1), dim3(kThreads), stream,
-               static_cast<const float*>(w.q_rot), c.k_packed, c.k_norms, c.v_packed, c.v_norms, tb.centroids,
-               d_kv_len, c.capacity, 1, n_q_heads, max_splits, int64_t{0}, true, scale * kLog2e, w.part_o,
-               w.part_ml);
+    launch_kernel(tq4_sdpa_split_kernel, dim3(max_splits, c.n_kv_heads, 1), dim3(kThreads), 0, stream, kPdl,
+                  static_cast<const float*>(w.q_rot), c.k_packed, c.k_norms, c.v_packed, c.v_norms,
+                  tb.centroids, d_kv_len, c.capacity, 1, n_q_heads, max_splits, int64_t{0}, true,
+                  scale * kLog2e, w.part_o, w.part_ml);
   }
-  launch_pdl(tq4_sdpa_decode_combine_kernel, dim3(n_q_heads, kD / 128, 1), dim3(128), stream,
-             static_cast<const float*>(w.part_o), static_cast<const float2*>(w.part_ml), d_kv_len, c.capacity,
-             max_splits, w.out_rot);
-  launch_pdl(tq4_rotate_slab_kernel<float, __nv_bfloat16, true>, rot_grid, dim3(kSlabThreads), stream,
-             static_cast<const float*>(w.out_rot), tb.rotation, static_cast<int64_t>(n_q_heads), out);
+  launch_kernel(tq4_sdpa_decode_combine_kernel, dim3(n_q_heads, kD / 128, 1), dim3(128), 0, stream, kPdl,
+                static_cast<const float*>(w.part_o), static_cast<const float2*>(w.part_ml), d_kv_len,
+                c.capacity, max_splits, w.out_rot);
+  launch_kernel(tq4_rotate_slab_kernel<float, __nv_bfloat16, true>, rot_grid, dim3(kSlabThreads), 0, stream,
+                kPdl, static_cast<const float*>(w.out_rot), tb.rotation, static_cast<int64_t>(n_q_heads),
+                out);
 }
 
 void launch_sdpa(DecodePath path, const __nv_bfloat16* q, int64_t T, int n_q_heads, const int32_t* d_kv_len,

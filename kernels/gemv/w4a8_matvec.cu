@@ -8,6 +8,9 @@
 #include <string>
 
 #include "kernels/common/cuda_check.h"
+#include "kernels/common/launch.cuh"
+#include "kernels/common/q8_quantize.cuh"
+#include "kernels/common/stream_loads.cuh"
 #include "kernels/gemv/w4a8_matvec.cuh"
 #include "kernels/gemv/w4a8_matvec_tuning.cuh"
 #include "reference/formats/blocks.h"
@@ -19,15 +22,6 @@ namespace {
 constexpr int kWarps =
     4;  // per block (small blocks: finer occupancy steps); a warp owns a pair of rows at a time
 constexpr int kUnroll = 2;  // 32-weight units per lane loaded before the first is used
-
-// Weights are read exactly once: keep them out of L1 so the activations (re-read by every warp) stay.
-__device__ __forceinline__ uint4 ld_stream16(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
 
 __device__ __forceinline__ float bf16_bits_to_float(uint16_t b) {
   return __uint_as_float(static_cast<uint32_t>(b) << 16);
@@ -427,14 +421,9 @@ __device__ __forceinline__ void griddep_launch_dependents() {
 
 // The activation quantization done inside the staged kernel (w4a8_matvec_bf16 on the small-K class,
 // see fuse_quantize): per Q8 block 4 lanes of 8 elements (one 16-byte load each) instead of a warp
-// of 1. Bit-exact with quantize_q8_kernel: the amax is a max (any order), then the same d = amax /
-// 127 (__fdiv_rn), inv = 1/d (__frcp_rn), rn(v * inv) clamped, and integer half sums. Writes the
-// planar shared arrays; q8_out (block 0 only) gets the Q8Blocks, so the workspace holds the
-// quantized activations afterwards exactly as with the separate kernel.
-__device__ __forceinline__ uint32_t pack4_i8(int a, int b, int c, int d) {
-  return (static_cast<uint32_t>(a) & 0xFFu) | (static_cast<uint32_t>(b) & 0xFFu) << 8 |
-         (static_cast<uint32_t>(c) & 0xFFu) << 16 | (static_cast<uint32_t>(d) & 0xFFu) << 24;
-}
+// of 1 (quantize_q8_eighth, kernels/common/q8_quantize.cuh: bit-exact with quantize_q8_kernel).
+// Writes the planar shared arrays; q8_out (block 0 only) gets the Q8Blocks, so the workspace holds
+// the quantized activations afterwards exactly as with the separate kernel.
 __device__ __forceinline__ void quantize_into_smem(const __nv_bfloat16* __restrict__ x, int64_t blocks,
                                                    uint4* s_e, uint4* s_o, uint4* s_m,
                                                    Q8Block* __restrict__ q8_out) {
@@ -452,28 +441,14 @@ __device__ __forceinline__ void quantize_into_smem(const __nv_bfloat16* __restri
         v[2 * j + 1] = __uint_as_float(w[j] & 0xFFFF0000u);
       }
     }
-    float amax = fabsf(v[0]);
-#pragma unroll
-    for (int j = 1; j < 8; ++j) amax = fmaxf(amax, fabsf(v[j]));
-    amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 1));
-    amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 2));
-    const float d = __fdiv_rn(amax, 127.0f);
-    const float inv = d != 0.0f ? __frcp_rn(d) : 0.0f;
-    int q[8], sum = 0;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      q[j] = max(-128, min(127, __float2int_rn(__fmul_rn(v[j], inv))));
-      sum += q[j];
-    }
-    sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);          // lanes 0-1: elements 0..15, 2-3: 16..31
-    const int hi = __shfl_xor_sync(0xFFFFFFFFu, sum, 2);  // sub 0 gets the 16..31 sum
+    const Q8Eighth e = quantize_q8_eighth(v);
+    const int hi = __shfl_xor_sync(0xFFFFFFFFu, e.half_sum, 2);  // sub 0 gets the 16..31 sum
     if (b >= blocks) continue;
-    // Element 8 sub + j: even j -> qs_even byte 4 sub + j/2, odd j -> qs_odd byte 4 sub + j/2.
-    const uint32_t we = pack4_i8(q[0], q[2], q[4], q[6]), wo = pack4_i8(q[1], q[3], q[5], q[7]);
+    const uint32_t we = e.even, wo = e.odd;
     reinterpret_cast<uint32_t*>(s_e + b)[sub] = we;
     reinterpret_cast<uint32_t*>(s_o + b)[sub] = wo;
     const uint4 meta =
-        make_uint4(__float_as_uint(d), static_cast<uint32_t>(sum), static_cast<uint32_t>(hi), 0u);
+        make_uint4(__float_as_uint(e.d), static_cast<uint32_t>(e.half_sum), static_cast<uint32_t>(hi), 0u);
     if (sub == 0) s_m[b] = meta;
     if (q8_out != nullptr) {
       uint32_t* qb = reinterpret_cast<uint32_t*>(q8_out + b);
@@ -772,17 +747,8 @@ void launch_staged_kernel(const Args& args, const Q8Block* q8, int64_t n, __nv_b
   const int64_t want = (tasks + kWarps2 - 1) / kWarps2;
   const int64_t cap = static_cast<int64_t>(sms) * per_sm;
   const int grid = static_cast<int>(want < cap ? (want > 0 ? want : 1) : cap);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(grid));
-  cfg.blockDim = dim3(kWarps2 * 32);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = l.pdl ? 1 : 0;
-  FB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args, q8, n, y, ep, l.xq, l.q8_out));
+  launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(kWarps2 * 32), smem, stream,
+                LaunchAttrs{0, l.pdl}, args, q8, n, y, ep, l.xq, l.q8_out);
 }
 
 // The in-kernel quantization is instantiated only where fuse_quantize can pick it.

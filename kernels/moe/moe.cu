@@ -5,6 +5,8 @@
 #include <type_traits>
 
 #include "kernels/common/cuda_check.h"
+#include "kernels/common/launch.cuh"
+#include "kernels/common/stream_loads.cuh"
 #include "kernels/moe/moe.cuh"
 #include "reference/formats/blocks.h"
 
@@ -24,13 +26,6 @@ void require(bool ok, const std::string& what) {
 bool aligned(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
 unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
 
-__device__ __forceinline__ uint4 ld_stream16(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
 // The fused kernels' first loads (activations, expert ids): volatile, so the compiler issues them
 // where written, ahead of the weight loads (ld_stream16, also volatile), instead of sinking them to
 // their first use behind tens of address instructions.
@@ -785,25 +780,6 @@ void launch_pairs(const WArgs& a, const Q8Block* act, bool per_pair, const int32
   FB_CUDA_CHECK_LAUNCH();
 }
 
-// One launch in clusters of `cluster` blocks along x (grid.x a multiple of it).
-template <class... Params, class... Args>
-void launch_clustered(void (*kernel)(Params...), dim3 grid, unsigned threads, size_t smem, unsigned cluster,
-                      cudaStream_t stream, Args... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = dim3(threads, 1, 1);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = cluster;
-  attr.val.clusterDim.y = 1;
-  attr.val.clusterDim.z = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = cluster > 1 ? 1 : 0;
-  FB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
-}
-
 }  // namespace
 
 const char* to_string(ExpertFormat f) { return f == ExpertFormat::sym_int4 ? "sym_int4" : "q4_k"; }
@@ -920,8 +896,9 @@ void moe_gemm2_silu(const ExpertWeights& w, const __nv_bfloat16* h, const int32_
   const size_t smem = static_cast<size_t>(slots * (w.k / 32)) * sizeof(Q8Block);
   const Gemm2Kernel kernel = w.format == ExpertFormat::sym_int4 ? gemm2_fn<ExpertFormat::sym_int4>(clustered)
                                                                 : gemm2_fn<ExpertFormat::q4_k>(clustered);
-  launch_clustered(kernel, dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(tokens), 1), kWarps * 32,
-                   smem, static_cast<unsigned>(cluster), stream, a, h, ids, weights, slots, y, L);
+  launch_kernel(kernel, dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(tokens), 1),
+                dim3(kWarps * 32), smem, stream, LaunchAttrs{clustered ? static_cast<unsigned>(cluster) : 0u},
+                a, h, ids, weights, slots, y, L);
 }
 
 void moe_silu_mul(const __nv_bfloat16* h, int64_t pairs, int64_t inter, __nv_bfloat16* act,

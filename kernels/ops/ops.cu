@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kernels/common/cuda_check.h"
+#include "kernels/common/q8_quantize.cuh"
 #include "kernels/dequant/dequant_decoders.h"
 #include "kernels/ops/ops.cuh"
 #include "reference/formats/blocks.h"
@@ -141,43 +142,19 @@ struct NormArgs {
 };
 
 // The quantize of fb::cuda::quantize_activations_q8 on a thread's 8 values, 4 threads per 32-value
-// block: amax over the block, d = amax / 127, q = rn(v / d) clamped, the two 16-value integer sums.
-// Every step is elementwise or an order-free max / integer sum, so the bits match that kernel.
-// blk null: take part in the shuffles, store nothing.
+// block (kernels/common/q8_quantize.cuh). blk null: take part in the shuffles, store nothing.
 __device__ __forceinline__ void quantize8_q8(const float y[kVec], int t, Q8Block* blk) {
-  float amax = 0.0f;
-#pragma unroll
-  for (int k = 0; k < kVec; ++k) amax = fmaxf(amax, fabsf(y[k]));
-  amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 1));
-  amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 2));
-  const float d = __fdiv_rn(amax, 127.0f);
-  const float inv = d != 0.0f ? __frcp_rn(d) : 0.0f;
-  const int part = t & 3;  // elements 8 * part .. 8 * part + 7 of the block
-  int sum = 0;
-  int8_t q[kVec];
-#pragma unroll
-  for (int k = 0; k < kVec; ++k) {
-    const int v = max(-128, min(127, __float2int_rn(__fmul_rn(y[k], inv))));
-    q[k] = static_cast<int8_t>(v);
-    sum += v;
-  }
-  sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);  // threads 0,1 hold elements 0..15; 2,3 hold 16..31
-  // Elements 8p + 2j go to qs_even[4p + j], 8p + 2j + 1 to qs_odd[4p + j]: one 4-byte store each.
-  uint32_t even = 0, odd = 0;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    even |= uint32_t{static_cast<uint8_t>(q[2 * j])} << (8 * j);
-    odd |= uint32_t{static_cast<uint8_t>(q[2 * j + 1])} << (8 * j);
-  }
+  const Q8Eighth e = quantize_q8_eighth(y);
   if (blk == nullptr) return;
-  reinterpret_cast<uint32_t*>(blk->qs_even)[part] = even;
-  reinterpret_cast<uint32_t*>(blk->qs_odd)[part] = odd;
+  const int part = t & 3;  // elements 8 * part .. 8 * part + 7 of the block
+  reinterpret_cast<uint32_t*>(blk->qs_even)[part] = e.even;
+  reinterpret_cast<uint32_t*>(blk->qs_odd)[part] = e.odd;
   if (part == 0) {
-    blk->d = d;
-    blk->sum_lo = sum;
+    blk->d = e.d;
+    blk->sum_lo = e.half_sum;
     blk->pad = 0;
   }
-  if (part == 2) blk->sum_hi = sum;
+  if (part == 2) blk->sum_hi = e.half_sum;
 }
 
 template <NormKind kKind>
