@@ -20,6 +20,16 @@ __device__ __forceinline__ float silu(float v) { return __fdiv_rn(v, __fadd_rn(1
 
 // ---- depthwise causal conv, kernel 4 ------------------------------------------------------------
 
+// One output of the manual form: products in fp32 summed in tap order, SiLU in fp32. Both conv kernels
+// call it, which is what makes their outputs bit-identical.
+__device__ __forceinline__ __nv_bfloat16 conv4_silu(float a, float b, float c, float d, float4 w) {
+  float acc = __fmul_rn(a, w.x);
+  acc = __fadd_rn(acc, __fmul_rn(b, w.y));
+  acc = __fadd_rn(acc, __fmul_rn(c, w.z));
+  acc = __fadd_rn(acc, __fmul_rn(d, w.w));
+  return __float2bfloat16_rn(silu(acc));
+}
+
 // One thread per channel: the 4-input window slides over the T tokens in registers; products are
 // fp32 and summed in tap order (executorch's manual form), SiLU in fp32, the state written once.
 // Tokens go four at a time, their inputs all requested before the first is used: a loop of one
@@ -38,11 +48,7 @@ __global__ void __launch_bounds__(256)
   auto step = [&](__nv_bfloat16 xb, int64_t t) {
     win[0] = win[1], win[1] = win[2], win[2] = win[3], win[3] = bf(xb);
     last[0] = last[1], last[1] = last[2], last[2] = last[3], last[3] = xb;
-    float acc = __fmul_rn(win[0], wv.x);
-    acc = __fadd_rn(acc, __fmul_rn(win[1], wv.y));
-    acc = __fadd_rn(acc, __fmul_rn(win[2], wv.z));
-    acc = __fadd_rn(acc, __fmul_rn(win[3], wv.w));
-    out[t * C + c] = __float2bfloat16_rn(silu(acc));
+    out[t * C + c] = conv4_silu(win[0], win[1], win[2], win[3], wv);
   };
   int64_t t = 0;
   for (; t + 4 <= T; t += 4) {
@@ -92,11 +98,7 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
     for (int j = 0; j < kConvRun; ++j) {
       if (t0 + j >= T) break;
-      float acc = __fmul_rn(bf(in[j]), wv.x);
-      acc = __fadd_rn(acc, __fmul_rn(bf(in[j + 1]), wv.y));
-      acc = __fadd_rn(acc, __fmul_rn(bf(in[j + 2]), wv.z));
-      acc = __fadd_rn(acc, __fmul_rn(bf(in[j + 3]), wv.w));
-      out[(t0 + j) * C + c] = __float2bfloat16_rn(silu(acc));
+      out[(t0 + j) * C + c] = conv4_silu(bf(in[j]), bf(in[j + 1]), bf(in[j + 2]), bf(in[j + 3]), wv);
     }
     if (t0 == 0) *reinterpret_cast<uint2*>(state + 4 * c) = *reinterpret_cast<const uint2*>(fresh);
   }
