@@ -445,7 +445,10 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
   // add -> rms_norm -> quantize). A range of sublayers always ends with x complete (flush_pending),
   // so the sublayer diagnosis sees the residual it expects.
   const bf16* pending = nullptr;
-  bool xn_quantized = false;  // M.q8 holds quantize(xn)
+  // Which norms quantize for their consumer: decode's attn_norm writes M.q8 for the projection;
+  // prefill's post-attention norm writes the MoE's activation quantization (moe_quantize_q8 has the
+  // same contract and bits), while decode's GEMM1 quantizes the token itself.
+  const bool norm_quantizes_xn = fused && !M.prefill, norm_quantizes_moe = fused && M.prefill;
   auto residual = [&](const bf16* h) {
     if (fused) {
       pending = h;
@@ -480,7 +483,7 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
   // columns (decode: the same activation quantization, so the same bits; rows are independent).
   auto projection = [&](const char* fused_name, const char* part_name, const Qwen35DeviceWeights::Layer& L,
                         int64_t ld) {
-    if (!xn_quantized) quantize(M.xn.get(), H);
+    if (!norm_quantizes_xn) quantize(M.xn.get(), H);
     if (fused && L.fused) {
       linear_q8(fused_name, *L.fused, M.xn.get(), M.proj.get(), ld);
       return;
@@ -508,8 +511,7 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
       // figures (kernels/gemv/w4a8_matvec.cu: 8.2 us, vs 9.4 for a quantize kernel + legacy, the
       // quantize kernel ~1.3 us in the gemma step's profile) suggest legacy alone is no slower (not
       // measured inside this step). Same bits either way.
-      norm("attn_norm", L.attn_norm, fused && !M.prefill ? M.q8.get() : nullptr);
-      xn_quantized = fused && !M.prefill;
+      norm("attn_norm", L.attn_norm, norm_quantizes_xn ? M.q8.get() : nullptr);
       if (L.full) {
         projection("qkv_proj", "q_k_v_proj", L, M.ld_attn);
         if (fused) {
@@ -580,16 +582,12 @@ void Qwen35GpuStep::enqueue(cudaStream_t s) {
         });
         linear("ssm_out", L.out, M.gnorm.get(), M.h.get());
       }
-      xn_quantized = false;
       residual(M.h.get());
     }
     if (!run_moe) {
       flush_pending();
       continue;
     }
-    // Prefill, fused: the norm writes the MoE's activation quantization (moe_quantize_q8 has the
-    // same contract and bits); decode's GEMM1 quantizes the token itself.
-    const bool norm_quantizes_moe = fused && M.prefill;
     norm("post_attention_norm", L.post_norm, norm_quantizes_moe ? M.q8_moe.get() : nullptr);
     // Sparse MoE with the shared expert as slot top_k (expert id E, weight sigmoid(w_sh . x)).
     L_("moe_router", [&] {
